@@ -1,0 +1,164 @@
+"""Run one study: the single code path behind ``nas search`` and the service's runner.
+
+Prepare the data once, start (or join) Ray, hand the space to a Ray Tune ``Tuner`` whose search algorithm is
+the Optuna ask/tell adapter over ``RDBStorage`` on the project's database, and keep the study row's status
+in step: running -> succeeded / failed / interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nas.settings import database_url, nas_home, ray_address
+
+if TYPE_CHECKING:
+    from nas.space.spec import SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudyOutcome:
+    name: str
+    status: str
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def default_study_name(space: SearchSpace) -> str:
+    from datetime import datetime, timezone
+
+    return f"{space.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_study_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}", name):
+        raise ValueError(f"study name {name!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return name
+
+
+def optuna_storage(url: str):
+    import optuna
+
+    from nas.store.db import normalise_url
+
+    url = normalise_url(url)
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Join ``RAY_ADDRESS`` when set, else start a local Ray on loopback (unless one is already up)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = ray_address()
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 _node_ip_address="127.0.0.1")
+
+
+def run_study(space: SearchSpace, study_name: str | None = None, storage_url: str | None = None,
+              progress: bool = True, create_row: bool = True) -> StudyOutcome:
+    """Run ``space`` to its trial budget as study ``study_name``; returns its final status and counts."""
+    from nas.store.studies import create_study_row, set_status
+
+    url = database_url(storage_url)
+    name = check_study_name(study_name or default_study_name(space))
+    if create_row:
+        create_study_row(url, name, space, status="running")
+    else:
+        set_status(url, name, "running")
+    try:
+        outcome = _run(space, name, url, progress)
+    except KeyboardInterrupt:
+        _fail_running_trials(url, name, "interrupted before it finished")
+        set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")
+        raise
+    except Exception as exc:
+        _fail_running_trials(url, name, f"study failed: {exc}")
+        set_status(url, name, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    set_status(url, name, outcome.status, outcome.error)
+    return outcome
+
+
+def _run(space: SearchSpace, name: str, url: str, progress: bool) -> StudyOutcome:
+    from ray import tune
+
+    from nas.controller.progress import ProgressBar, TrialTracker, trial_counts
+    from nas.controller.samplers import create_sampler, create_scheduler
+    from nas.controller.searcher import CandidateSearcher
+    from nas.controller.trainable import train_candidate
+    from nas.data.prepare import prepare_data
+    from nas.proxies.registry import TASKS
+
+    data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
+    log.info("data %s (%s)", data.fingerprint, "cached" if data.cache_hit else "prepared")
+    ensure_ray()
+
+    storage = optuna_storage(url)
+    sampler = create_sampler(space.search.sampler, space.search.seed, space.multi_objective)
+    ray_trials: dict[str, Any] = {}
+    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials)
+    study = searcher.study
+    for key, value in {"space": space.to_yaml(), "family": space.family, "task": space.task,
+                       "objectives": list(space.objectives), "data_fingerprint": data.fingerprint}.items():
+        study.set_user_attr(key, value)
+
+    scheduler = create_scheduler(space.search.scheduler, space.evals_per_trial, space.search.grace_period,
+                                 space.search.reduction_factor)
+    trainable = tune.with_resources(tune.with_parameters(train_candidate, space_raw=space.raw, data=data),
+                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    bar = ProgressBar(searcher, space.search.trials, enabled=progress)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=space.search.trials,
+                                    max_concurrent_trials=space.search.concurrency, metric="val_loss", mode="min",
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(nas_home() / "ray_results"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
+                                  callbacks=[TrialTracker(ray_trials), bar],
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    try:
+        tuner.fit()
+    finally:
+        bar.close()
+    left_running = _fail_running_trials(url, name, "interrupted before it finished")
+    counts = trial_counts(study)
+    finished = counts["complete"] + counts["pruned"] + counts["failed"]
+    if searcher.exhausted_reason and counts["complete"] == 0:
+        return StudyOutcome(name, "failed", counts, searcher.exhausted_reason)
+    if left_running or (finished < space.search.trials and not searcher.exhausted_reason):
+        return StudyOutcome(name, "interrupted", counts, f"{finished} of {space.search.trials} trials finished")
+    if counts["complete"] == 0:
+        reasons = {t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_reason")}
+        return StudyOutcome(name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else ""))
+    return StudyOutcome(name, "succeeded", counts, searcher.exhausted_reason)
+
+
+def _fail_running_trials(url: str, name: str, reason: str) -> int:
+    """Mark trials still RUNNING in Optuna as FAIL (a run that stopped leaves none RUNNING). Returns how many."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        storage = optuna_storage(url)
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return 0
+    count = 0
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        count += 1
+    return count

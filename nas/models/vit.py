@@ -1,0 +1,83 @@
+"""Vision Transformers pretrained as masked autoencoders (He et al., 2022) via ``ViTMAEForPreTraining``."""
+
+from __future__ import annotations
+
+from nas.models.base import ArchKey, DataShape, ModelFamily, ParamCount, register_family
+from nas.models.transformer import bert_layer_params
+
+
+@register_family
+class ViTFamily(ModelFamily):
+    name = "vit"
+    tasks = ("mae",)
+    arch_keys = {
+        "patch_size": ArchKey(int, 4, minimum=1),
+        "num_layers": ArchKey(int, minimum=1),
+        "hidden_size": ArchKey(int, minimum=8),
+        "num_heads": ArchKey(int, minimum=1),
+        "ffn_ratio": ArchKey(float, 4.0, minimum=0.25),
+        "activation": ArchKey(str, "gelu", allowed=("gelu", "silu", "relu", "gelu_new")),
+        "decoder_hidden_size": ArchKey(int, 64, minimum=8),
+        "decoder_num_layers": ArchKey(int, 1, minimum=1),
+        "decoder_num_heads": ArchKey(int, 4, minimum=1),
+        "decoder_ffn_ratio": ArchKey(float, 4.0, minimum=0.25),
+        "mask_ratio": ArchKey(float, 0.75, minimum=0.0),
+        "norm_pix_loss": ArchKey(bool, False),
+    }
+    tiny = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "ffn_ratio": 2, "patch_size": 4,
+            "decoder_hidden_size": 32, "decoder_num_heads": 4}
+
+    def check(self, arch, data):
+        problems = []
+        if arch["hidden_size"] % arch["num_heads"]:
+            problems.append(("num_heads", f"num_heads {arch['num_heads']} does not divide hidden_size {arch['hidden_size']}"))
+        if arch["decoder_hidden_size"] % arch["decoder_num_heads"]:
+            problems.append(("decoder_num_heads", f"decoder_num_heads {arch['decoder_num_heads']} does not divide "
+                            f"decoder_hidden_size {arch['decoder_hidden_size']}"))
+        if data.image_size % arch["patch_size"]:
+            problems.append(("patch_size", f"patch_size {arch['patch_size']} does not divide image_size {data.image_size}"))
+        if not 0.0 < arch["mask_ratio"] < 1.0:
+            problems.append(("mask_ratio", f"mask_ratio {arch['mask_ratio']} must lie strictly between 0 and 1"))
+        return problems
+
+    def count_params(self, arch, data):
+        hidden, dec = arch["hidden_size"], arch["decoder_hidden_size"]
+        patch_pixels = arch["patch_size"] ** 2 * data.channels
+        positions = (data.image_size // arch["patch_size"]) ** 2 + 1
+        inter = int(round(hidden * arch["ffn_ratio"]))
+        dec_inter = int(round(dec * arch["decoder_ffn_ratio"]))
+        embedding = hidden + positions * hidden + patch_pixels * hidden + hidden + dec + positions * dec
+        encoder = arch["num_layers"] * bert_layer_params(hidden, inter) + 2 * hidden
+        decoder = (hidden * dec + dec) + arch["decoder_num_layers"] * bert_layer_params(dec, dec_inter) + 2 * dec
+        prediction = dec * patch_pixels + patch_pixels
+        non_embedding = encoder + decoder + prediction
+        return ParamCount(embedding + non_embedding, non_embedding)
+
+    def hf_config(self, arch, data):
+        from transformers import ViTMAEConfig
+
+        return ViTMAEConfig(
+            image_size=data.image_size,
+            patch_size=arch["patch_size"],
+            num_channels=data.channels,
+            hidden_size=arch["hidden_size"],
+            num_hidden_layers=arch["num_layers"],
+            num_attention_heads=arch["num_heads"],
+            intermediate_size=int(round(arch["hidden_size"] * arch["ffn_ratio"])),
+            hidden_act=arch["activation"],
+            decoder_hidden_size=arch["decoder_hidden_size"],
+            decoder_num_hidden_layers=arch["decoder_num_layers"],
+            decoder_num_attention_heads=arch["decoder_num_heads"],
+            decoder_intermediate_size=int(round(arch["decoder_hidden_size"] * arch["decoder_ffn_ratio"])),
+            mask_ratio=arch["mask_ratio"],
+            norm_pix_loss=arch["norm_pix_loss"],
+        )
+
+    def build(self, arch, data):
+        from transformers import ViTMAEForPreTraining
+
+        return ViTMAEForPreTraining(self.hf_config(arch, data))
+
+    def describe(self, arch):
+        return (f"ViT p{arch['patch_size']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
+                f"ffn x{arch['ffn_ratio']:g} dec L{arch['decoder_num_layers']} H{arch['decoder_hidden_size']}")

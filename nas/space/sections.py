@@ -1,0 +1,150 @@
+"""Typed sections of a space file (data, proxy, search, resources) and their strict parser.
+
+Each section is a frozen dataclass; ``parse_section`` checks every key against the dataclass fields, so an
+unknown key or a wrong type is reported with its YAML path instead of surfacing later inside training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str
+    seq_len: int = 128
+    val_fraction: float = 0.1
+    vocab_size: int = 4096
+    image_size: int = 16
+    channels: int | None = None
+    max_samples: int | None = None
+    text_field: str = "text"
+
+
+@dataclass(frozen=True)
+class ProxySpec:
+    steps: int = 300
+    batch_size: int = 32
+    eval_every: int = 50
+    eval_batches: int = 8
+    warmup_fraction: float = 0.1
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    lr: float = 1.0e-3
+    mask_prob: float = 0.15
+    temperature: float = 0.2
+    knn_k: int = 10
+    latency_batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    trials: int = 8
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    concurrency: int = 1
+    seed: int = 0
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_failures: int = 0
+    max_infeasible: int = 500
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+# Keys of ``hyperparameters`` that a trial may search; each overrides the ProxySpec field of the same name.
+SEARCHABLE_HYPERPARAMETERS = ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")
+
+T = TypeVar("T")
+
+
+def parse_section(cls: type[T], node: Any, path: str, errors: list[tuple[str, str]]) -> T | None:
+    if node is None:
+        node = {}
+    if not isinstance(node, dict):
+        errors.append((path, f"expected a mapping, got {type(node).__name__}"))
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in node.items():
+        if key not in fields:
+            errors.append((f"{path}.{key}", f"unknown key; expected one of {', '.join(fields)}"))
+            ok = False
+            continue
+        coerced, problem = _coerce(value, hints[key])
+        if problem:
+            errors.append((f"{path}.{key}", problem))
+            ok = False
+        else:
+            values[key] = coerced
+    for name, field in fields.items():
+        if name not in values and field.default is dataclasses.MISSING and ok:
+            errors.append((f"{path}.{name}", "is required"))
+            ok = False
+    return cls(**values) if ok else None
+
+
+def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        return (None, None) if type(None) in options else (None, "a value is required (got null)")
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value, None
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), None
+        if option is str and isinstance(value, str):
+            return value, None
+    names = " or ".join(o.__name__ for o in options if o is not type(None))
+    return None, f"expected {names}, got {value!r}"
+
+
+def check_ranges(data: DataSpec | None, proxy: ProxySpec | None, search: SearchSpec | None,
+                 resources: ResourcesSpec | None, errors: list[tuple[str, str]]) -> None:
+    """Bounds no type can express; each names its YAML path."""
+
+    def need(ok: bool, path: str, message: str) -> None:
+        if not ok:
+            errors.append((path, message))
+
+    if data:
+        need(data.seq_len >= 8, "data.seq_len", "must be at least 8")
+        need(0.0 < data.val_fraction <= 0.5, "data.val_fraction", "must lie in (0, 0.5]")
+        need(data.vocab_size >= 64, "data.vocab_size", "must be at least 64")
+        need(data.image_size >= 4, "data.image_size", "must be at least 4")
+        need(data.channels in (None, 1, 3), "data.channels", "must be 1 or 3")
+        need(data.max_samples is None or data.max_samples >= 16, "data.max_samples", "must be at least 16")
+    if proxy:
+        for name in ("steps", "batch_size", "eval_every", "eval_batches", "knn_k", "latency_batch_size"):
+            need(getattr(proxy, name) >= 1, f"proxy.{name}", "must be at least 1")
+        need(proxy.eval_every <= proxy.steps, "proxy.eval_every", f"is larger than proxy.steps ({proxy.steps})")
+        need(0.0 <= proxy.warmup_fraction < 1.0, "proxy.warmup_fraction", "must lie in [0, 1)")
+        need(0.0 <= proxy.min_lr_ratio <= 1.0, "proxy.min_lr_ratio", "must lie in [0, 1]")
+        need(proxy.lr > 0, "proxy.lr", "must be positive")
+        need(0.0 < proxy.mask_prob < 1.0, "proxy.mask_prob", "must lie in (0, 1)")
+        need(proxy.temperature > 0, "proxy.temperature", "must be positive")
+    if search:
+        need(1 <= search.trials <= 100_000, "search.trials", "must lie in [1, 100000]")
+        need(1 <= search.concurrency <= 1024, "search.concurrency", "must lie in [1, 1024]")
+        need(search.grace_period >= 1, "search.grace_period", "must be at least 1")
+        need(search.reduction_factor >= 2, "search.reduction_factor", "must be at least 2")
+        need(search.max_failures >= 0, "search.max_failures", "must be at least 0")
+        need(search.max_infeasible >= 1, "search.max_infeasible", "must be at least 1")
+    if resources:
+        need(resources.cpu > 0, "resources_per_trial.cpu", "must be positive")
+        need(resources.gpu >= 0, "resources_per_trial.gpu", "must be 0 or more")
+        need(resources.gpu <= 1 or resources.gpu == int(resources.gpu), "resources_per_trial.gpu",
+             "fractions are for sharing one GPU; above 1 give a whole number")

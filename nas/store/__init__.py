@@ -1,0 +1,8 @@
+"""The SQL store of record: the service's study table (Alembic-migrated) beside Optuna's tables."""
+
+from nas.store.db import get_engine, session_scope, upgrade
+from nas.store.models import FINAL_STATUSES, STUDY_STATUSES, Study
+from nas.store.studies import StudyExists, StudyNotFound, create_study_row, get_study_row, list_study_rows, set_status
+
+__all__ = ["FINAL_STATUSES", "STUDY_STATUSES", "Study", "StudyExists", "StudyNotFound", "create_study_row",
+           "get_engine", "get_study_row", "list_study_rows", "session_scope", "set_status", "upgrade"]

@@ -1,0 +1,109 @@
+"""Read a finished (or running) study back from the database: counts, best trials, tables, pictures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.controller.progress import trial_counts
+
+
+def best_trials(study: optuna.Study, limit: int = 5) -> list[FrozenTrial]:
+    """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.values[0])[:limit]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:limit]
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 1000):
+        value = int(value)
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= size:
+                return f"{value / size:.2f}{unit}"
+        return str(value)
+    return f"{value:.4g}"
+
+
+def trials_table(trials: list[FrozenTrial], family: str) -> str:
+    from nas.models.base import get_family
+
+    describe = get_family(family).describe
+    rows = [["#", "val_loss", "params", "FLOPs/sample", "latency ms", "kNN acc", "architecture"]]
+    for trial in trials:
+        attrs = trial.user_attrs
+        rows.append([str(trial.number), _number(attrs.get("val_loss")), _number(attrs.get("params")),
+                     _number(attrs.get("flops")), _number(attrs.get("latency_ms")), _number(attrs.get("knn_accuracy")),
+                     describe(attrs["architecture"]) if "architecture" in attrs else "-"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
+    counts = trial_counts(study)
+    lines = [
+        f"study     {row.name}  ({row.space_name}: {row.family} / {row.task})",
+        f"status    {row.status}" + (f"  ({row.error})" if row.error else ""),
+        f"trials    {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
+        f"{counts['running']} running of {row.trials}; {counts['infeasible']} infeasible samples skipped",
+        f"times     created {row.created_at:%Y-%m-%d %H:%M:%S}"
+        + (f", started {row.started_at:%H:%M:%S}" if row.started_at else "")
+        + (f", finished {row.finished_at:%H:%M:%S}" if row.finished_at else ""),
+    ]
+    best = best_trials(study, limit)
+    if best:
+        title = "Pareto front" if len(study.directions) > 1 else "best architectures"
+        lines += ["", title, trials_table(best, row.family)]
+        lines += ["", f"best trial #{best[0].number}: {best[0].user_attrs.get('architecture')}"]
+    return "\n".join(lines)
+
+
+def write_plots(study: optuna.Study, out: Path) -> list[Path]:
+    """Optimisation history (one objective) or Pareto front (several), as PNG files in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import warnings
+
+    from optuna.visualization import matplotlib as optuna_plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if len(study.directions) > 1:
+            names = study.user_attrs.get("objectives")
+            axes = optuna_plots.plot_pareto_front(study, target_names=names)
+            target = out / "pareto_front.png"
+        else:
+            axes = optuna_plots.plot_optimization_history(study, target_name="val_loss")
+            target = out / "optimization_history.png"
+        axes.figure.savefig(target, dpi=120, bbox_inches="tight")
+        plt.close(axes.figure)
+        written.append(target)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(study.directions) == 1 and complete:
+            figure, axis = plt.subplots(figsize=(6, 4))
+            axis.scatter([t.user_attrs.get("params", 0) for t in complete], [t.value for t in complete])
+            axis.set_xscale("log")
+            axis.set_xlabel("parameters")
+            axis.set_ylabel("val_loss")
+            axis.set_title(f"{study.study_name}: loss against size")
+            target = out / "loss_vs_params.png"
+            figure.savefig(target, dpi=120, bbox_inches="tight")
+            plt.close(figure)
+            written.append(target)
+    return written

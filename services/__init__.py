@@ -1,0 +1,1 @@
+"""The web service, the study runner and the database migrations."""

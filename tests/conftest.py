@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated NAS_HOME, real SQLite files, a fresh PostgreSQL database, a local Ray."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the test cluster on 127.0.0.1
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SPACES = REPO / "search_spaces"
+POSTGRES_ADMIN_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(autouse=True)
+def nas_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own caches and Ray result folders, never the user's."""
+    home = tmp_path_factory.mktemp("nas_home")
+    monkeypatch.setenv("NAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def shared_nas_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("shared_home")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'nas.db'}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A brand-new PostgreSQL database for the test, dropped afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"nas_test_{uuid.uuid4().hex[:10]}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    base = admin.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    from nas.store.db import get_engine, normalise_url
+
+    get_engine(normalise_url(f"{base}/{name}")).dispose()
+    get_engine.cache_clear()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session, on loopback, 2 CPUs; shut down at the end."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+             configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,111 @@
+"""Real searches on a local Ray, stored in a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.controller import run_study
+from nas.controller.run import optuna_storage
+from nas.space import load_space
+from nas.store import get_study_row
+from tests.conftest import SPACES
+
+pytestmark = pytest.mark.ray
+
+SMALL = ["search.trials=3", "search.concurrency=1", "proxy.eval_every=5", "proxy.steps=10", "proxy.eval_batches=2"]
+PER_FAMILY = {
+    "text-mlm-tiny": SMALL + ["data.max_samples=400", "data.vocab_size=256", "architecture.num_layers={int: [1, 2]}",
+                              "architecture.hidden_size={choice: [32, 64]}"],
+    "vit-mae-tiny": SMALL + ["architecture.num_layers=1"],
+    "cnn-contrastive-tiny": SMALL + ["architecture.num_stages=1"],
+}
+METRICS = ("architecture", "hyperparameters", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
+           "peak_memory_mb", "wall_time_s", "val_loss", "step")
+
+
+def load_optuna(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=optuna_storage(url))
+
+
+def assert_trials_recorded(study: optuna.Study, space) -> None:
+    trials = [t for t in study.trials if "infeasible" not in t.user_attrs]
+    assert len(trials) == space.search.trials
+    for trial in trials:
+        assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs.get("fail_reason")
+        for key in METRICS:
+            assert key in trial.user_attrs, (trial.number, key)
+        finished = trial.user_attrs["step"] == space.proxy.steps
+        assert finished == (trial.state == TrialState.COMPLETE)
+        if trial.state == TrialState.COMPLETE:
+            assert trial.value == pytest.approx(trial.user_attrs["val_loss"])
+            assert space.feasibility(space.candidate(trial.user_attrs["architecture"], {})) == []
+
+
+@pytest.mark.parametrize("space_name", sorted(PER_FAMILY))
+def test_search__runs_each_family_end_to_end_on_sqlite(ray_cluster, sqlite_url, space_name):
+    space = load_space(SPACES / f"{space_name}.yaml", PER_FAMILY[space_name])
+    outcome = run_study(space, f"e2e-{space_name}", sqlite_url, progress=False)
+    assert outcome.status == "succeeded", outcome
+    study = load_optuna(sqlite_url, f"e2e-{space_name}")
+    assert_trials_recorded(study, space)
+    assert study.user_attrs["family"] == space.family
+    row = get_study_row(sqlite_url, f"e2e-{space_name}")
+    assert row.status == "succeeded" and row.finished_at is not None and row.trials == 3
+    if space.task != "mlm":  # digits carry labels: the kNN probe ran on every finished trial
+        assert all("knn_accuracy" in t.user_attrs for t in study.trials if t.state == TrialState.COMPLETE)
+
+
+@pytest.mark.postgres
+def test_search__text_on_postgresql(ray_cluster, postgres_url):
+    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"])
+    outcome = run_study(space, "e2e-postgres", postgres_url, progress=False)
+    assert outcome.status == "succeeded"
+    assert_trials_recorded(load_optuna(postgres_url, "e2e-postgres"), space)
+    assert get_study_row(postgres_url, "e2e-postgres").status == "succeeded"
+
+
+def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlite_url):
+    # A fixed architecture and two learning rates; RandomSampler(seed=6) proposes 3e-3, 3e-3, 1e-6, 3e-3.
+    # Trials run one at a time, so ASHA (reduction factor 2) must stop the 1e-6 trial at its first rung.
+    space = load_space(SPACES / "text-mlm-tiny.yaml", [
+        "search.trials=4", "search.concurrency=1", "search.sampler=random", "search.seed=6", "search.scheduler=asha",
+        "proxy.steps=20", "proxy.eval_every=5", "proxy.eval_batches=2", "data.max_samples=400", "data.vocab_size=256",
+        "architecture.block=bert", "architecture.num_layers=1", "architecture.hidden_size=32", "architecture.num_heads=2",
+        "architecture.ffn_ratio=2", "architecture.activation=gelu", "hyperparameters.lr={choice: [3.0e-3, 1.0e-6]}"])
+    outcome = run_study(space, "asha", sqlite_url, progress=False)
+    assert outcome.status == "succeeded"
+    study = load_optuna(sqlite_url, "asha")
+    assert_trials_recorded(study, space)
+    slow = [t for t in study.trials if t.params["lr"] == 1.0e-6]
+    assert slow and all(t.state == TrialState.PRUNED for t in slow)
+    assert all(t.user_attrs["step"] < space.proxy.steps for t in slow)
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
+    assert all(t.intermediate_values for t in study.trials)
+
+
+def test_search__infeasible_samples_are_skipped_and_a_failing_trial_fails_alone(ray_cluster, sqlite_url):
+    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + [
+        "search.scheduler=none", "architecture.num_heads={choice: [2, 3]}",
+        "hyperparameters.lr={choice: [3.0e-3, 1.0e+30]}", "search.sampler=random", "search.trials=4"])
+    outcome = run_study(space, "failing", sqlite_url, progress=False)
+    study = load_optuna(sqlite_url, "failing")
+    infeasible = [t for t in study.trials if "infeasible" in t.user_attrs]
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert infeasible and all(t.state == TrialState.PRUNED and "does not divide" in t.user_attrs["infeasible"] for t in infeasible)
+    assert failed and all("loss became" in t.user_attrs["fail_reason"] for t in failed)
+    assert all(t.params["lr"] == 1.0e30 for t in failed)
+    assert outcome.counts["complete"] + outcome.counts["failed"] == 4
+    assert outcome.status == ("succeeded" if outcome.counts["complete"] else "failed")
+
+
+def test_search__a_second_study_on_the_same_corpus_reuses_the_prepared_data(ray_cluster, sqlite_url):
+    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + ["search.trials=1"])
+    run_study(space, "first", sqlite_url, progress=False)
+    run_study(space, "second", sqlite_url, progress=False)
+    first, second = load_optuna(sqlite_url, "first"), load_optuna(sqlite_url, "second")
+    assert first.user_attrs["data_fingerprint"] == second.user_attrs["data_fingerprint"]
+    from nas.data.prepare import prepare_data
+
+    assert prepare_data(space.data, "text", 0).cache_hit

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nas.data.prepare import prepare_data
+from nas.space.sections import DataSpec
+
+
+def test_builtin_text__is_tokenised_once_and_cached_for_the_next_study(nas_home):
+    spec = DataSpec(source="builtin:python-docs", seq_len=32, vocab_size=512, max_samples=300)
+    first = prepare_data(spec, "text", 0)
+    assert not first.cache_hit and not first.info["tokenizer_cache_hit"]
+    assert first.train.shape[1] == 32 and first.train.max() < 512
+    assert (first.train[:, 0] == 2).all()  # [CLS] leads every sequence
+    second = prepare_data(spec, "text", 0)
+    assert second.cache_hit
+    assert torch.equal(first.train, second.train) and torch.equal(first.val, second.val)
+    # Another sequence length reuses the tokenizer (same corpus) but prepares new tensors.
+    third = prepare_data(DataSpec(source="builtin:python-docs", seq_len=48, vocab_size=512, max_samples=300), "text", 0)
+    assert not third.cache_hit and third.info["tokenizer_cache_hit"]
+    assert len(list((nas_home / "cache" / "tokenizers").iterdir())) == 1
+
+
+def test_user_text_files__txt_jsonl_and_parquet(tmp_path):
+    pyarrow = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    paragraph = "Self-supervised pretraining learns representations from unlabelled data. " * 12
+    (tmp_path / "a.txt").write_text("\n\n".join([paragraph] * 20))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": paragraph}) for _ in range(20)))
+    pq.write_table(pyarrow.table({"text": [paragraph] * 20}), tmp_path / "c.parquet")
+    data = prepare_data(DataSpec(source=str(tmp_path / "*"), seq_len=16, vocab_size=128), "text", 0)
+    assert data.train.shape[0] > 10 and data.val.shape[0] >= 1
+
+
+def test_jsonl_without_the_text_field__names_file_and_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: no text field 'text'"):
+        prepare_data(DataSpec(source=str(tmp_path / "bad.jsonl")), "text", 0)
+
+
+def test_image_folder__with_class_subfolders_gives_labels(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (tmp_path / label).mkdir()
+        for index in range(6):
+            pixels = (rng.random((20, 20, 3)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(tmp_path / label / f"{index}.png")
+    data = prepare_data(DataSpec(source=str(tmp_path), image_size=8, val_fraction=0.25), "image", 3)
+    assert data.train.shape[1:] == (3, 8, 8)
+    assert set(data.train_labels.tolist()) | set(data.val_labels.tolist()) == {0, 1}
+    assert data.train.min() >= -1 and data.train.max() <= 1
+
+
+def test_digits__are_split_deterministically_with_labels():
+    spec = DataSpec(source="builtin:digits", image_size=16, val_fraction=0.2)
+    data = prepare_data(spec, "image", 1)
+    assert data.train.shape[1:] == (1, 16, 16) and data.train_labels is not None
+    assert data.train.shape[0] + data.val.shape[0] == 1797

@@ -1,0 +1,88 @@
+"""One contract for every registered family (timm-style, parametrised over the registry)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nas.data.prepare import PreparedData
+from nas.models import FAMILIES, DataShape, get_family
+from nas.proxies.registry import TASKS, get_proxy
+from nas.space.sections import SEARCHABLE_HYPERPARAMETERS, ProxySpec
+
+SHAPES = {"text": DataShape(vocab_size=99, seq_len=16), "image": DataShape(image_size=16, channels=1)}
+VARIANTS = {
+    "transformer": [{}, {"block": "modernbert", "local_attention": 8, "num_layers": 3}],
+    "vit": [{}, {"patch_size": 2, "decoder_num_layers": 2}],
+    "cnn": [{}, {"method": "simsiam"}, {"backbone": "convnext", "depth": 2},
+            {"layer_type": "bottleneck", "base_width": 16, "num_stages": 3}],
+}
+
+
+def synthetic_data(kind: str, generator: torch.Generator) -> PreparedData:
+    if kind == "text":
+        ids = torch.randint(5, 99, (24, 16), generator=generator)
+        ids[:, 0] = 2
+        return PreparedData("text", ids[:16], ids[16:])
+    images = torch.rand(24, 1, 16, 16, generator=generator) * 2 - 1
+    labels = torch.arange(24) % 3
+    return PreparedData("image", images[:16], images[16:], labels[:16], labels[16:])
+
+
+def cases():
+    for name in FAMILIES.names():
+        for variant in VARIANTS.get(name, [{}]):
+            yield pytest.param(name, variant, id=f"{name}-{'-'.join(f'{k}={v}' for k, v in variant.items()) or 'tiny'}")
+
+
+def test_every_family_has_contract_variants():
+    assert set(FAMILIES.names()) <= set(VARIANTS)
+
+
+@pytest.mark.parametrize(("name", "variant"), list(cases()))
+def test_family_contract(name, variant):
+    family = get_family(name)
+    arch = family.resolve({**family.tiny, **variant})
+    task = TASKS.get(family.tasks[0])
+    shape = SHAPES[task.data_kind]
+    assert family.check(arch, shape) == []
+
+    # Params: the analytic count (used by constraints before anything is built) is exact.
+    model = family.build(arch, shape)
+    counted = family.count_params(arch, shape)
+    assert counted.total == sum(p.numel() for p in model.parameters())
+    assert 0 < counted.non_embedding <= counted.total
+
+    # Forward and backward through the task's own loss.
+    data = synthetic_data(task.data_kind, torch.Generator().manual_seed(0))
+    hp = {key: getattr(ProxySpec(), key) for key in SEARCHABLE_HYPERPARAMETERS} | {"batch_size": 4}
+    proxy = get_proxy(task.name)(data, shape, hp, eval_batches=1)
+    batch = proxy.train_batch(torch.Generator().manual_seed(1))
+    model.train()
+    loss = proxy.loss(model, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+    # Deterministic for a seed: same weights, same loss; another seed gives other weights.
+    def seeded_loss(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(seed)
+        rebuilt = family.build(arch, shape).eval()
+        with torch.no_grad():
+            return proxy.loss(rebuilt, proxy.validation_batches(0)[0]), torch.cat([p.detach().flatten() for p in rebuilt.parameters()])
+
+    first, weights_a = seeded_loss(7)
+    second, weights_b = seeded_loss(7)
+    _, weights_c = seeded_loss(8)
+    assert torch.equal(first, second) and torch.equal(weights_a, weights_b)
+    assert not torch.equal(weights_a, weights_c)
+
+
+@pytest.mark.parametrize("name", FAMILIES.names())
+def test_family__config_is_the_transformers_config_of_the_built_model(name):
+    family = get_family(name)
+    arch = family.resolve(family.tiny)
+    shape = SHAPES[TASKS.get(family.tasks[0]).data_kind]
+    model = family.build(arch, shape)
+    assert model.config.to_dict() == family.hf_config(arch, shape).to_dict()

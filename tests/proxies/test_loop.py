@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+
+from nas.data.prepare import prepare_data
+from nas.models import get_family
+from nas.proxies.loop import TrialFailure, build_proxy, lr_factor, run_proxy
+from nas.space import load_space
+from tests.conftest import SPACES
+
+
+def tiny_text_space(*extra):
+    return load_space(SPACES / "text-mlm-tiny.yaml", [
+        "architecture.block=bert", "architecture.num_layers=1", "architecture.hidden_size=32", "architecture.num_heads=2",
+        "architecture.ffn_ratio=2", "architecture.activation=gelu", "proxy.steps=6", "proxy.eval_every=3",
+        "data.max_samples=200", "data.vocab_size=256", *extra])
+
+
+def fixed_candidate(space, **hyperparameters):
+    """The space fixes every architecture key, so any draw is the same candidate."""
+    candidate = space.sample_random(random.Random(0))
+    return dataclasses.replace(candidate, hyperparameters={**candidate.hyperparameters, **hyperparameters})
+
+
+def test_run_proxy__reports_every_eval_and_records_all_metrics():
+    space = tiny_text_space()
+    data = prepare_data(space.data, "text", 0)
+    reports = []
+    candidate = fixed_candidate(space)
+    final = run_proxy(space, candidate, data, reports.append, seed=0)
+    assert [r["step"] for r in reports] == [3, 6]
+    assert [r["completed"] for r in reports] == [False, True]
+    for key in ("val_loss", "params", "non_embedding_params", "flops", "latency_ms", "throughput", "peak_memory_mb", "wall_time_s"):
+        assert final[key] > 0, key
+    built = get_family("transformer").build(candidate.architecture, space.data_shape)
+    assert final["params"] == sum(p.numel() for p in built.parameters())
+
+
+def test_run_proxy__a_diverging_loss_fails_the_trial_with_its_reason():
+    space = tiny_text_space()
+    data = prepare_data(space.data, "text", 0)
+    candidate = fixed_candidate(space, lr=1e30)  # the first step blows the weights up
+    with pytest.raises(TrialFailure, match=r"loss became (nan|inf) at step 2"):
+        run_proxy(space, candidate, data, lambda r: None, seed=0)
+
+
+def test_validation_batches__are_identical_for_every_trial_of_a_study():
+    space = tiny_text_space()
+    data = prepare_data(space.data, "text", 0)
+    first = build_proxy(space, data, fixed_candidate(space)).validation_batches(0)
+    second = build_proxy(space, data, fixed_candidate(space, lr=0.1)).validation_batches(0)
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"]) for a, b in zip(first, second))
+    assert (first[0]["labels"] != -100).any()
+
+
+def test_lr_schedule__warms_up_then_decays_to_the_floor():
+    factors = [lr_factor(step, 100, 0.1, 0.1) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.1, abs=0.01) and factors[50] > factors[90]

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from nas.space.expressions import Expression, ExpressionError, UnboundName
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("hidden_size % num_heads == 0", {"hidden_size": 64, "num_heads": 4}, True),
+        ("hidden_size % num_heads == 0", {"hidden_size": 64, "num_heads": 6}, False),
+        ("params <= 5_000_000", {"params": 5_000_001}, False),
+        ("1 < num_layers <= 4", {"num_layers": 4}, True),
+        ("block == 'bert' or num_layers < 3", {"block": "modernbert", "num_layers": 4}, False),
+        ("block in ('bert', 'modernbert')", {"block": "bert"}, True),
+        ("max(a, b) // 2 == 3 and not a > b", {"a": 6, "b": 7}, True),
+        ("(a if a > 0 else -a) ** 2 == 9", {"a": -3}, True),
+    ],
+)
+def test_expression__evaluates_without_eval(text, env, expected):
+    assert Expression(text)(env) is expected
+
+
+@pytest.mark.parametrize("text", ["", "open('x')", "a.b", "lambda: 1", "a[0]", "f'{a}'", "2 ** 1000", "x = 1"])
+def test_expression__rejects_unsafe_or_malformed_text(text):
+    with pytest.raises(ExpressionError):
+        Expression(text)({}) if text == "2 ** 1000" else Expression(text)
+
+
+def test_expression__collects_names_and_reports_unbound_ones():
+    expression = Expression("a + b > c")
+    assert expression.names == {"a", "b", "c"}
+    with pytest.raises(UnboundName):
+        expression({"a": 1, "b": 2})

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+import random
+
+import optuna
+
+from nas.space import load_space
+from tests.conftest import SPACES
+
+
+def test_suggest__uses_flat_names_and_opens_conditional_branches():
+    space = load_space(SPACES / "text-mlm-tiny.yaml", ["architecture.block={modernbert: {local_attention: {choice: [16, 32]}}, bert: null}"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen_blocks = set()
+    for _ in range(12):
+        trial = study.ask()
+        candidate = space.suggest(trial)
+        seen_blocks.add(candidate.architecture["block"])
+        if candidate.architecture["block"] == "modernbert":
+            assert "block/modernbert/local_attention" in trial.params
+            assert candidate.architecture["local_attention"] == trial.params["block/modernbert/local_attention"]
+        else:
+            assert not any(name.startswith("block/modernbert") for name in trial.params)
+        json.dumps(candidate.to_json())  # plain data: rebuildable from the database alone
+        study.tell(trial, 1.0)
+    assert seen_blocks == {"bert", "modernbert"}
+
+
+def test_feasibility__applies_family_rules_and_user_constraints():
+    space = load_space(SPACES / "text-mlm-tiny.yaml", ["architecture.num_heads={choice: [2, 4, 5]}",
+                                                       "constraints=[params <= 150_000]"])
+    rng = random.Random(0)
+    outcomes = [space.feasibility(space.sample_random(rng)) for _ in range(200)]
+    messages = {message for problems in outcomes for _, message in problems}
+    assert any(not problems for problems in outcomes)
+    assert any("does not divide" in m for m in messages)
+    assert any(m == "violated: params <= 150_000" for m in messages)
+
+
+def test_candidate__carries_defaults_so_the_config_is_complete():
+    space = load_space(SPACES / "vit-mae-tiny.yaml")
+    candidate = space.sample_random(random.Random(1))
+    assert candidate.architecture["decoder_ffn_ratio"] == 4.0  # family default
+    assert candidate.hyperparameters["batch_size"] == space.proxy.batch_size
