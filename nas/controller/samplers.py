@@ -58,9 +58,19 @@ def _asha(max_t: int, grace_period: int, reduction_factor: int):
 
 @SCHEDULERS.register("hyperband")
 def _hyperband(max_t: int, grace_period: int, reduction_factor: int):
-    from ray.tune.schedulers import HyperBandScheduler
+    """Asynchronous HyperBand (Li et al., 2020): ASHA over several brackets of growing grace periods.
 
-    return HyperBandScheduler(time_attr="training_iteration", max_t=max_t, reduction_factor=reduction_factor)
+    Ray's synchronous ``HyperBandScheduler`` pauses trials and resumes them from checkpoints; a proxy run is
+    too short to be worth checkpointing, so the asynchronous form, which never pauses, is the one we use.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+
+    grace = min(grace_period, max_t)
+    brackets = 1
+    while grace * reduction_factor**brackets <= max_t and brackets < 4:
+        brackets += 1
+    return ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
+                         reduction_factor=reduction_factor, brackets=brackets)
 
 
 def create_sampler(name: str, seed: int, multi_objective: bool):

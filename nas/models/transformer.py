@@ -19,17 +19,23 @@ def bert_layer_params(hidden: int, intermediate: int) -> int:
     return 4 * (hidden * hidden + hidden) + (hidden * intermediate + intermediate) + (intermediate * hidden + hidden) + 4 * hidden
 
 
+# The encoder shape shared by text and vision Transformers.
+ENCODER_KEYS = {
+    "num_layers": ArchKey(int, minimum=1),
+    "hidden_size": ArchKey(int, minimum=8),
+    "num_heads": ArchKey(int, minimum=1),
+    "ffn_ratio": ArchKey(float, 4.0, minimum=0.25),
+    "activation": ArchKey(str, "gelu", allowed=("gelu", "silu", "relu", "gelu_new")),
+}
+
+
 @register_family
 class TransformerFamily(ModelFamily):
     name = "transformer"
     tasks = ("mlm",)
     arch_keys = {
         "block": ArchKey(str, "bert", allowed=("bert", "modernbert")),
-        "num_layers": ArchKey(int, minimum=1),
-        "hidden_size": ArchKey(int, minimum=8),
-        "num_heads": ArchKey(int, minimum=1),
-        "ffn_ratio": ArchKey(float, 4.0, minimum=0.25),
-        "activation": ArchKey(str, "gelu", allowed=("gelu", "silu", "relu", "gelu_new")),
+        **ENCODER_KEYS,
         "dropout": ArchKey(float, 0.0, minimum=0.0),
         # ModernBERT only: alternating local (sliding window) and global attention.
         "global_attn_every_n_layers": ArchKey(int, 3, minimum=1),
@@ -48,9 +54,13 @@ class TransformerFamily(ModelFamily):
     def count_params(self, arch, data):
         hidden, layers, inter, vocab = arch["hidden_size"], arch["num_layers"], intermediate_size(arch), data.vocab_size
         if arch["block"] == "modernbert":
-            # No biases, bias-free LayerNorms, GLU MLP (Wi is 2x wide), no attn_norm on layer 0, rotary positions.
-            layer = 3 * hidden * hidden + hidden * hidden + hidden + hidden * 2 * inter + inter * hidden
-            total = (vocab * hidden + hidden) + layers * (layer + hidden) - hidden + hidden + (hidden * hidden + hidden + vocab)
+            # No biases, bias-free LayerNorms, GLU MLP (Wi is 2x wide), rotary positions (no table).
+            attention = 4 * hidden * hidden  # Wqkv + Wo
+            mlp = hidden * 2 * inter + inter * hidden
+            norms = 2 * hidden * layers - hidden  # attn_norm + mlp_norm per layer; layer 0 has no attn_norm
+            embeddings = vocab * hidden + hidden  # token table + its norm
+            head = hidden * hidden + hidden + vocab  # dense + norm + decoder bias (decoder weight is tied)
+            total = embeddings + layers * (attention + mlp) + norms + hidden + head  # + final_norm
             return ParamCount(total, total - vocab * hidden)
         embeddings = vocab * hidden + data.seq_len * hidden + 2 * hidden
         total = embeddings + 2 * hidden + layers * bert_layer_params(hidden, inter) + (hidden * hidden + 3 * hidden + vocab)

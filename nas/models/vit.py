@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nas.models.base import ArchKey, DataShape, ModelFamily, ParamCount, register_family
-from nas.models.transformer import bert_layer_params
+from nas.models.transformer import ENCODER_KEYS, bert_layer_params
 
 
 @register_family
@@ -12,11 +12,7 @@ class ViTFamily(ModelFamily):
     tasks = ("mae",)
     arch_keys = {
         "patch_size": ArchKey(int, 4, minimum=1),
-        "num_layers": ArchKey(int, minimum=1),
-        "hidden_size": ArchKey(int, minimum=8),
-        "num_heads": ArchKey(int, minimum=1),
-        "ffn_ratio": ArchKey(float, 4.0, minimum=0.25),
-        "activation": ArchKey(str, "gelu", allowed=("gelu", "silu", "relu", "gelu_new")),
+        **ENCODER_KEYS,
         "decoder_hidden_size": ArchKey(int, 64, minimum=8),
         "decoder_num_layers": ArchKey(int, 1, minimum=1),
         "decoder_num_heads": ArchKey(int, 4, minimum=1),

@@ -39,7 +39,7 @@ def assert_trials_recorded(study: optuna.Study, space) -> None:
         finished = trial.user_attrs["step"] == space.proxy.steps
         assert finished == (trial.state == TrialState.COMPLETE)
         if trial.state == TrialState.COMPLETE:
-            assert trial.value == pytest.approx(trial.user_attrs["val_loss"])
+            assert trial.values[0] == pytest.approx(trial.user_attrs["val_loss"])
             assert space.feasibility(space.candidate(trial.user_attrs["architecture"], {})) == []
 
 
@@ -109,3 +109,16 @@ def test_search__a_second_study_on_the_same_corpus_reuses_the_prepared_data(ray_
     from nas.data.prepare import prepare_data
 
     assert prepare_data(space.data, "text", 0).cache_hit
+
+
+def test_search__multi_objective_nsga2_with_hyperband_gives_a_pareto_front(ray_cluster, sqlite_url):
+    space = load_space(SPACES / "vit-mae-tiny.yaml", SMALL + [
+        "objectives=[val_loss, params]", "search.sampler=nsga2", "search.scheduler=hyperband", "search.trials=4",
+        "architecture.num_layers={int: [1, 2]}"])
+    outcome = run_study(space, "pareto", sqlite_url, progress=False)
+    assert outcome.status == "succeeded"
+    study = load_optuna(sqlite_url, "pareto")
+    assert len(study.directions) == 2
+    assert_trials_recorded(study, space)
+    front = study.best_trials
+    assert front and all(t.values[1] == t.user_attrs["params"] for t in front)

@@ -1,0 +1,65 @@
+"""Shared by the benchmark scripts: write results/NAME.json and regenerate the table in README.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+# What each benchmark's row shows: (headline key, target text).
+HEADLINES = {
+    "proxy_overhead": ("ratio", ">= 0.95"),
+    "search_overhead": ("efficiency", ">= 0.85"),
+    "mfu": ("mfu", "record (bare transformers loop ~0.36)"),
+}
+
+
+def machine() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def record(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"benchmark": name, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(), **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_table()
+    print(json.dumps(payload, indent=2))
+    return path
+
+
+def write_table() -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    rows = ["| benchmark | headline | value | target | details | measured |", "| --- | --- | --- | --- | --- | --- |"]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        key, target = HEADLINES.get(data["benchmark"], ("", ""))
+        details = ", ".join(f"{k}={_fmt(v)}" for k, v in data.items()
+                            if k not in ("benchmark", "measured_at", "machine", key) and not isinstance(v, (dict, list)))
+        rows.append(f"| {data['benchmark']} | {key} | {_fmt(data.get(key))} | {target} | {details} | {data['measured_at']} |")
+    table = "\n".join(rows)
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+    else:
+        text += f"\n{start}\n{table}\n{end}\n"
+    readme.write_text(text)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

@@ -1,0 +1,74 @@
+"""Model FLOP utilisation of the proxy loop on this machine: achieved training FLOP/s of text-mlm-small's
+median architecture over the measured fp32 matmul FLOP/s of the same machine, in one run.
+
+Training FLOPs per step are counted with ``torch.utils.flop_counter`` over one real forward + backward;
+the step rate comes from the project's own loop (``run_proxy`` throughput). Keys: ``mfu``,
+``achieved_gflops``, ``matmul_gflops``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import time
+
+import torch
+
+from common import record
+from nas.data.prepare import prepare_data
+from nas.models import get_family
+from nas.proxies.loop import build_proxy, run_proxy
+from nas.space import load_space
+from nas.space.shipped import spaces_dir
+
+# The median of text-mlm-small's ranges: layers 2-12 -> 7, hidden {128..768} -> 384, heads -> 8, ffn -> 3.
+MEDIAN = ["architecture.block=bert", "architecture.num_layers=7", "architecture.hidden_size=384",
+          "architecture.num_heads=8", "architecture.ffn_ratio=3", "architecture.activation=gelu"]
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    space = load_space(spaces_dir() / "text-mlm-small.yaml", MEDIAN + [
+        f"proxy.steps={args.steps}", f"proxy.eval_every={args.steps}", "proxy.eval_batches=1",
+        f"proxy.batch_size={args.batch_size}", "data.max_samples=3000"])
+    data = prepare_data(space.data, "text", space.data_shape.channels)
+    candidate = space.sample_random(random.Random(0))
+    candidate = dataclasses.replace(candidate, hyperparameters={**candidate.hyperparameters, "lr": 3e-4})
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = get_family(space.family).build(candidate.architecture, space.data_shape)
+    proxy = build_proxy(space, data, candidate)
+    batch = proxy.train_batch(torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        proxy.loss(model, batch).backward()
+    flops_per_sample = counter.get_total_flops() / args.batch_size
+
+    peak_before = matmul_gflops()
+    throughput = run_proxy(space, candidate, data, lambda r: None, seed=0)["throughput"]
+    peak_after = matmul_gflops()
+    peak = max(peak_before, peak_after)
+    achieved = flops_per_sample * throughput / 1e9
+    record("mfu", {
+        "mfu": achieved / peak, "achieved_gflops": achieved, "matmul_gflops": peak,
+        "train_flops_per_sample": flops_per_sample, "samples_per_s": throughput, "batch_size": args.batch_size,
+        "seq_len": space.data.seq_len, "params": candidate.params.total, "architecture": candidate.architecture,
+    })
+
+
+if __name__ == "__main__":
+    main()
