@@ -44,13 +44,22 @@ def main() -> None:
     outcome = run_study(space, "search-overhead", url, progress=False)
     wall = time.perf_counter() - start
     study = optuna.load_study(study_name="search-overhead", storage=optuna_storage(url))
-    compute = sum(t.user_attrs["wall_time_s"] for t in study.trials if "wall_time_s" in t.user_attrs)
+    trials = [t for t in study.trials if "wall_time_s" in t.user_attrs]
+    compute = sum(t.user_attrs["wall_time_s"] for t in trials)
     concurrency = space.search.concurrency
+    # Where the overhead goes: a trial's span in Optuna (ask -> tell) less its own compute. The first
+    # `concurrency` trials also pay for starting a Ray worker and importing torch + transformers in it.
+    gaps = sorted(((t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["wall_time_s"], t.number)
+                  for t in trials)
+    first = [gap for gap, number in gaps if number < concurrency]
+    steady = [gap for gap, number in gaps if number >= concurrency]
     record("search_overhead", {
         "efficiency": compute / (wall * concurrency),
         "per_trial_overhead_s": (wall * concurrency - compute) / args.trials,
         "wall_s": wall, "trial_compute_s": compute, "trials": args.trials, "concurrency": concurrency,
         "status": outcome.status, "mean_trial_s": compute / args.trials,
+        "first_trials_overhead_s": sum(first) / len(first), "steady_trial_overhead_s": sorted(steady)[len(steady) // 2],
+        "outside_trials_s": wall - (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds(),
     })
 
 

@@ -101,6 +101,9 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool) -> StudyOutcom
     from nas.data.prepare import prepare_data
     from nas.proxies.registry import TASKS
 
+    # Optuna's tables are the record of every trial; Tune's own CSV/JSON/TensorBoard files would only repeat them.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no result.json": by design
     data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
     log.info("data %s (%s)", data.fingerprint, "cached" if data.cache_hit else "prepared")
     ensure_ray()
