@@ -164,6 +164,63 @@ def cmd_studies_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The API (uvicorn) in this process, plus one runner as a child process unless --no-runner."""
+    import subprocess
+
+    _quiet_libraries()
+    import uvicorn
+
+    from services.api import create_app
+    from services.settings import Settings
+
+    settings = Settings(**({"database_url": args.storage} if args.storage else {}))
+    app = create_app(settings)
+    runner = None
+    if not args.no_runner:
+        # A child process: the Tune driver wants a main thread of its own, and its crash must not take the API down.
+        runner = subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", settings.database_url])
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        if runner is not None:
+            runner.terminate()
+            try:
+                runner.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    _quiet_libraries()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from nas.settings import database_url
+    from services.runner import main as run_worker
+    from services.settings import Settings
+
+    settings = Settings()
+    run_worker(database_url(args.storage), lease_s=args.lease or settings.runner_lease_s,
+               heartbeat_s=args.heartbeat or settings.runner_heartbeat_s, poll_s=args.poll)
+    return EXIT_OK
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    from nas.settings import database_url
+    from services.auth import create_token
+
+    try:
+        token = create_token(database_url(args.storage), args.name, is_admin=args.admin)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    print(token)
+    print(f"(shown once: a {'admin ' if args.admin else ''}token for {args.name!r}; only its hash is stored)", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search for self-supervised backbones.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +251,27 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--top", type=int, default=5, help="how many best trials to list")
     show.add_argument("--plots", metavar="DIR", help="also write optimisation-history / Pareto-front PNGs here")
     show.set_defaults(func=cmd_studies_show)
+
+    serve = commands.add_parser("serve", help="the REST API and dashboard, with one embedded runner")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--storage", help="database URL (default: $NAS_DATABASE_URL or sqlite:///nas.db)")
+    serve.add_argument("--no-runner", action="store_true", help="serve only; run `nas worker` elsewhere")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = commands.add_parser("worker", help="a runner: claims queued studies from the database and runs them")
+    worker.add_argument("--storage")
+    worker.add_argument("--lease", type=float, help="seconds a claim holds without a heartbeat (default 30)")
+    worker.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
+    worker.add_argument("--poll", type=float, default=2.0, help="seconds between looks at an empty queue")
+    worker.set_defaults(func=cmd_worker)
+
+    tokens = commands.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_command", required=True)
+    create = tokens.add_parser("create", help="create a token and print it once")
+    create.add_argument("--name", required=True, help="the owner the token's studies belong to")
+    create.add_argument("--admin", action="store_true", help="sees and acts on every study")
+    create.add_argument("--storage")
+    create.set_defaults(func=cmd_tokens_create)
     return parser
 
 

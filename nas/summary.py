@@ -57,7 +57,8 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
         f"study     {row.name}  ({row.space_name}: {row.family} / {row.task})",
         f"status    {row.status}" + (f"  ({row.error})" if row.error else ""),
         f"trials    {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
-        f"{counts['running']} running of {row.trials}; {counts['infeasible']} infeasible samples skipped",
+        f"{counts['running']} running of {row.trials}; {counts['infeasible']} infeasible samples skipped"
+        + (f", {counts['lost']} cut short (re-run on resume)" if counts["lost"] else ""),
         f"times     created {row.created_at:%Y-%m-%d %H:%M:%S}"
         + (f", started {row.started_at:%H:%M:%S}" if row.started_at else "")
         + (f", finished {row.finished_at:%H:%M:%S}" if row.finished_at else ""),

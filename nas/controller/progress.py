@@ -66,15 +66,17 @@ class ProgressBar(Callback):
 
 
 def trial_counts(study) -> dict[str, int]:
-    """Trials by state; infeasible samples (pruned before training) are counted apart from scheduler prunes."""
-    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "infeasible": 0}
+    """Trials by state. Infeasible samples (pruned before training) are counted apart from scheduler prunes,
+    and ``lost`` trials (cut short by a cancel, a Ctrl-C or a dead runner) apart from trials that failed on
+    their own: lost ones do not use up the budget, so a resumed study runs them again."""
+    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "infeasible": 0, "lost": 0}
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.COMPLETE:
             counts["complete"] += 1
         elif trial.state == TrialState.PRUNED:
             counts["infeasible" if "infeasible" in trial.user_attrs else "pruned"] += 1
         elif trial.state == TrialState.FAIL:
-            counts["failed"] += 1
+            counts["lost" if "lost" in trial.user_attrs else "failed"] += 1
         elif trial.state == TrialState.RUNNING:
             counts["running"] += 1
     return counts

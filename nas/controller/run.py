@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from nas.controller.stopping import StopFlag
 
 from nas.settings import database_url, nas_home, ray_address
 
@@ -67,8 +70,13 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def run_study(space: SearchSpace, study_name: str | None = None, storage_url: str | None = None,
-              progress: bool = True, create_row: bool = True) -> StudyOutcome:
-    """Run ``space`` to its trial budget as study ``study_name``; returns its final status and counts."""
+              progress: bool = True, create_row: bool = True, stop_event: StopFlag | None = None) -> StudyOutcome:
+    """Run ``space`` to its trial budget as study ``study_name``; returns its final status and counts.
+
+    With ``create_row=False`` the study row exists already (a runner claimed it) and the study resumes:
+    trials a dead runner left RUNNING are marked failed, finished trials are kept, and only the rest of the
+    budget runs. Setting ``stop_event`` stops the running trials within seconds (status ``cancelled``).
+    """
     from nas.store.studies import create_study_row, set_status
 
     url = database_url(storage_url)
@@ -78,7 +86,7 @@ def run_study(space: SearchSpace, study_name: str | None = None, storage_url: st
     else:
         set_status(url, name, "running")
     try:
-        outcome = _run(space, name, url, progress)
+        outcome = _run(space, name, url, progress, stop_event or StopFlag())
     except KeyboardInterrupt:
         _fail_running_trials(url, name, "interrupted before it finished")
         set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")
@@ -91,7 +99,7 @@ def run_study(space: SearchSpace, study_name: str | None = None, storage_url: st
     return outcome
 
 
-def _run(space: SearchSpace, name: str, url: str, progress: bool) -> StudyOutcome:
+def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: StopFlag) -> StudyOutcome:
     from ray import tune
 
     from nas.controller.progress import ProgressBar, TrialTracker, trial_counts
@@ -106,28 +114,40 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool) -> StudyOutcom
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no result.json": by design
     data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
     log.info("data %s (%s)", data.fingerprint, "cached" if data.cache_hit else "prepared")
+    if stop_event.is_set():
+        return StudyOutcome(name, "cancelled", {}, "cancelled before any trial started")
     ensure_ray()
 
+    _fail_running_trials(url, name, "its runner stopped before the trial finished")
     storage = optuna_storage(url)
     sampler = create_sampler(space.search.sampler, space.search.seed, space.multi_objective)
     ray_trials: dict[str, Any] = {}
-    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials)
+    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event)
     study = searcher.study
     for key, value in {"space": space.to_yaml(), "family": space.family, "task": space.task,
                        "objectives": list(space.objectives), "data_fingerprint": data.fingerprint}.items():
         study.set_user_attr(key, value)
 
+    already = trial_counts(study)
+    finished_before = already["complete"] + already["pruned"] + already["failed"]
+    remaining = space.search.trials - finished_before
+    if remaining <= 0:
+        return _final_outcome(name, study, space, searcher, stop_event)
+
     scheduler = create_scheduler(space.search.scheduler, space.evals_per_trial, space.search.grace_period,
                                  space.search.reduction_factor)
     trainable = tune.with_resources(tune.with_parameters(train_candidate, space_raw=space.raw, data=data),
                                     {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
-    bar = ProgressBar(searcher, space.search.trials, enabled=progress)
+    bar = ProgressBar(searcher, remaining, already_finished=finished_before, enabled=progress)
+    # A fresh Tune experiment per attempt: the Optuna study, not Tune's folder, is what a resume continues.
+    experiment = name if not finished_before else f"{name}-resume-{time.strftime('%Y%m%d-%H%M%S')}"
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=space.search.trials,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                     max_concurrent_trials=space.search.concurrency, metric="val_loss", mode="min",
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(nas_home() / "ray_results"), verbose=0,
+        run_config=tune.RunConfig(name=experiment, storage_path=str(nas_home() / "ray_results"), verbose=0,
+                                  stop=stopper_for(stop_event),
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
                                   callbacks=[TrialTracker(ray_trials), bar],
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
@@ -136,17 +156,40 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool) -> StudyOutcom
         tuner.fit()
     finally:
         bar.close()
-    left_running = _fail_running_trials(url, name, "interrupted before it finished")
+    reason = "cancelled" if stop_event.is_set() else "interrupted before it finished"
+    _fail_running_trials(url, name, reason)
+    return _final_outcome(name, study, space, searcher, stop_event)
+
+
+def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: StopFlag) -> StudyOutcome:
+    from nas.controller.progress import trial_counts
+
     counts = trial_counts(study)
     finished = counts["complete"] + counts["pruned"] + counts["failed"]
     if searcher.exhausted_reason and counts["complete"] == 0:
         return StudyOutcome(name, "failed", counts, searcher.exhausted_reason)
-    if left_running or (finished < space.search.trials and not searcher.exhausted_reason):
+    if stop_event.is_set():
+        return StudyOutcome(name, "cancelled", counts, f"cancelled after {finished} of {space.search.trials} trials")
+    if finished < space.search.trials and not searcher.exhausted_reason:
         return StudyOutcome(name, "interrupted", counts, f"{finished} of {space.search.trials} trials finished")
     if counts["complete"] == 0:
         reasons = {t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_reason")}
         return StudyOutcome(name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else ""))
     return StudyOutcome(name, "succeeded", counts, searcher.exhausted_reason)
+
+
+def stopper_for(event: StopFlag):
+    """A Tune stopper that ends the whole experiment once ``event`` is set (a cancel from the API)."""
+    from ray import tune
+
+    class _Stopper(tune.Stopper):
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return event.is_set()
+
+    return _Stopper()
 
 
 def _fail_running_trials(url: str, name: str, reason: str) -> int:
@@ -162,6 +205,7 @@ def _fail_running_trials(url: str, name: str, reason: str) -> int:
     count = 0
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+        storage.set_trial_user_attr(trial._trial_id, "lost", True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         count += 1
     return count

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from nas.controller.stopping import StopFlag
 from nas.space.spec import SearchSpace
 
 METRIC_ATTRS = ("val_loss", "train_loss", "step", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
@@ -46,8 +47,10 @@ def error_text(ray_trial: Any) -> str | None:
 
 class CandidateSearcher(OptunaSearch):
     def __init__(self, space: SearchSpace, storage: optuna.storages.BaseStorage, study_name: str,
-                 sampler: optuna.samplers.BaseSampler, ray_trials: dict[str, Any]):
+                 sampler: optuna.samplers.BaseSampler, ray_trials: dict[str, Any],
+                 stop_event: StopFlag | None = None):
         self.space = space
+        self.stop_event = stop_event or StopFlag()  # set when the study is cancelled
         self.ray_trials = ray_trials  # trial_id -> ray Trial, filled by TrialTracker (for error texts)
         self.exhausted_reason: str | None = None
         objectives = list(space.objectives)
@@ -114,6 +117,10 @@ class CandidateSearcher(OptunaSearch):
             else:
                 ot_trial.set_user_attr("fail_reason", f"objective values not finite: {values}")
                 self._tell(ot_trial, TrialState.FAIL)
+        elif self.stop_event.is_set():
+            ot_trial.set_user_attr("fail_reason", "cancelled")
+            ot_trial.set_user_attr("lost", True)
+            self._tell(ot_trial, TrialState.FAIL)
         else:
             self._tell(ot_trial, TrialState.PRUNED)  # stopped before its last step: the scheduler's decision
         self._completed_trials.add(trial_id)

@@ -1,7 +1,7 @@
 """Declarative search spaces: YAML in, a validated :class:`SearchSpace` out."""
 
 from nas.space.expressions import Expression, ExpressionError
-from nas.space.spec import Candidate, SearchSpace, SpaceError, apply_overrides, load_space, parse_space
+from nas.space.spec import Candidate, SearchSpace, SpaceError, apply_overrides, load_space, load_space_text, parse_space
 from nas.space.shipped import list_shipped_spaces, shipped_space_path
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "apply_overrides",
     "list_shipped_spaces",
     "load_space",
+    "load_space_text",
     "parse_space",
     "shipped_space_path",
 ]

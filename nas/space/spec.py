@@ -189,6 +189,12 @@ def load_space(source: str | Path, overrides: list[str] | dict[str, Any] | None 
                check_data: bool = True) -> SearchSpace:
     """Parse a space from a file path or YAML text, apply ``key.path=value`` overrides, validate everything."""
     text, label = _read(source)
+    return load_space_text(text, overrides, label, check_data)
+
+
+def load_space_text(text: str, overrides: list[str] | dict[str, Any] | None = None, label: str = "<text>",
+                    check_data: bool = True) -> SearchSpace:
+    """Like ``load_space`` for YAML text that must never be taken for a file path (API submissions)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

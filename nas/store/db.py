@@ -63,3 +63,11 @@ def upgrade(url: str) -> None:
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def ensure_schema(url: str) -> None:
+    """Both schemas in place: the service tables (Alembic) and Optuna's (created by its RDBStorage)."""
+    upgrade(url)
+    from nas.controller.run import optuna_storage
+
+    optuna_storage(url)

@@ -1,0 +1,151 @@
+"""Study rows for the API: submit (validate, then insert as queued), read with counts, change status."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nas.space import SearchSpace, SpaceError, apply_overrides, list_shipped_spaces, load_space, load_space_text, parse_space
+from nas.space.shipped import spaces_dir
+from nas.store.models import Study, utcnow
+from services.api import queries
+from services.api.schemas import BestPublic, SpaceSummary, StudyCreate, StudyPublic
+from services.auth import Principal
+
+RESUMABLE = ("interrupted", "failed", "cancelled")
+
+
+class Conflict(ValueError):
+    """The request is well-formed but the study's state does not allow it (409)."""
+
+
+def space_from_request(body: StudyCreate, max_trials: int) -> SearchSpace:
+    """The validated space a submission asks for; raises SpaceError (422) listing every problem."""
+    overrides = {str(k): v for k, v in body.overrides.items()}
+    if body.space is not None:
+        path = spaces_dir() / f"{body.space}.yaml"
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", body.space) or not path.is_file():
+            known = ", ".join(p.stem for p in list_shipped_spaces())
+            raise SpaceError([("space", f"no shipped space named {body.space!r}; shipped: {known}")], body.space)
+        space = load_space(path, overrides)
+    else:
+        space = load_space_text(body.space_yaml, overrides)
+    if space.search.trials > max_trials:
+        raise SpaceError([("search.trials", f"{space.search.trials} trials is over this service's limit of {max_trials}")])
+    return space
+
+
+def summary(space: SearchSpace) -> SpaceSummary:
+    arch = math.prod(p.size() for p in space.architecture.values())
+    size = "continuous" if math.isinf(arch) else f"{arch:.0f} architectures"
+    return SpaceSummary(name=space.name, family=space.family, task=space.task, description=space.description,
+                        trials=space.search.trials, objectives=list(space.objectives), size=size)
+
+
+def create_study(session: Session, body: StudyCreate, space: SearchSpace, owner: str) -> Study:
+    from nas.controller.run import default_study_name
+
+    name = body.name or default_study_name(space)
+    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise Conflict(f"a study named {name!r} already exists; choose another name")
+    row = Study(name=name, space_name=space.name, family=space.family, task=space.task, spec=space.to_yaml(),
+                trials=space.search.trials, status="queued", owner=owner, created_at=utcnow(), attempts=0,
+                cancel_requested=False)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def visible(principal: Principal):
+    return True if principal.is_admin else Study.owner == principal.name
+
+
+def list_studies(session: Session, principal: Principal, status: str | None, limit: int, offset: int) -> tuple[list[Study], int]:
+    where = [visible(principal)]
+    if status:
+        where.append(Study.status == status)
+    total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
+    rows = session.scalars(select(Study).where(*where).order_by(Study.created_at.desc(), Study.id.desc())
+                           .limit(limit).offset(offset)).all()
+    return list(rows), total
+
+
+def get_study(session: Session, principal: Principal, study_id: int) -> Study | None:
+    row = session.get(Study, study_id)
+    if row is None or not principal.owns(row.owner):
+        return None  # another owner's study is indistinguishable from a missing one
+    return row
+
+
+def objectives_of(row: Study) -> list[str]:
+    raw = yaml.safe_load(row.spec) or {}
+    objectives = raw.get("objectives", ["val_loss"])
+    return [objectives] if isinstance(objectives, str) else list(objectives)
+
+
+def study_public(session: Session, row: Study) -> StudyPublic:
+    study_id = queries.optuna_study_id(session, row.name)
+    counts = queries.trial_counts(session, study_id, row.trials)
+    best = None
+    if study_id is not None:
+        ids = queries.best_trial_ids(session, study_id, queries.directions(session, study_id))
+        best_trials = queries.load_trials(session, ids[:1])
+        best = best_trials[0] if best_trials else None
+    return StudyPublic(id=row.id, name=row.name, space_name=row.space_name, family=row.family, task=row.task,
+                       status=row.status, owner=row.owner, counts=counts, best=best, objectives=objectives_of(row),
+                       created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+                       error=row.error, cancel_requested=bool(row.cancel_requested))
+
+
+def best_public(session: Session, row: Study) -> BestPublic:
+    objectives = objectives_of(row)
+    study_id = queries.optuna_study_id(session, row.name)
+    if study_id is None:
+        return BestPublic(multi_objective=len(objectives) > 1, objectives=objectives, directions=[], trials=[])
+    study_directions = queries.directions(session, study_id)
+    ids = queries.best_trial_ids(session, study_id, study_directions)
+    trials = sorted(queries.load_trials(session, ids), key=lambda t: (t.values or [math.inf])[0])
+    return BestPublic(multi_objective=len(study_directions) > 1, objectives=objectives, directions=study_directions,
+                      trials=trials)
+
+
+def cancel(row: Study) -> None:
+    if row.status == "queued":
+        row.status, row.finished_at, row.error = "cancelled", utcnow(), "cancelled before it started"
+    elif row.status == "running":
+        row.cancel_requested = True  # the runner's heartbeat sees this and stops the trials
+    else:
+        raise Conflict(f"study is {row.status}; only queued or running studies can be cancelled")
+
+
+def resume(row: Study) -> None:
+    if row.status not in RESUMABLE:
+        raise Conflict(f"study is {row.status}; only {', '.join(RESUMABLE)} studies can be resumed")
+    requeue(row)
+
+
+def requeue(row: Study) -> None:
+    row.status, row.error, row.finished_at, row.cancel_requested = "queued", None, None, False
+
+
+def extend_budget(session: Session, row: Study, trials: int, max_trials: int) -> None:
+    if trials > max_trials:
+        raise Conflict(f"{trials} trials is over this service's limit of {max_trials}")
+    study_id = queries.optuna_study_id(session, row.name)
+    finished = queries.trial_counts(session, study_id, row.trials).finished
+    if trials < max(finished, 1):
+        raise Conflict(f"{finished} trials have finished already; the budget cannot go below that")
+    if row.status == "running":
+        raise Conflict("the study is running; cancel it or wait until it ends, then raise its budget")
+    raw: dict[str, Any] = yaml.safe_load(row.spec)
+    raw = apply_overrides(raw, {"search.trials": trials})
+    parse_space(raw, row.space_name, check_data=False, check_satisfiable=False)
+    row.spec = yaml.safe_dump(raw, sort_keys=False)
+    row.trials = trials
+    if row.status != "queued" and trials > finished:
+        requeue(row)

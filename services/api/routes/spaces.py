@@ -1,0 +1,42 @@
+"""/api/v1/spaces: the shipped spaces, and validation of a space text."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from nas.space import SpaceError, list_shipped_spaces, load_space, load_space_text
+from services.api import crud
+from services.api.deps import PrincipalDep
+from services.api.schemas import ErrorBody, SpacePublic, SpacesPublic, SpaceValidate, ValidationResult
+
+router = APIRouter(prefix="/spaces", tags=["spaces"])
+
+
+@router.get("", response_model=SpacesPublic)
+def list_spaces(principal: PrincipalDep) -> SpacesPublic:
+    summaries = []
+    for path in list_shipped_spaces():
+        try:
+            summaries.append(crud.summary(load_space(path)))
+        except SpaceError:
+            continue  # a broken file on disk is not the caller's problem; `nas spaces list` shows it
+    return SpacesPublic(data=summaries, count=len(summaries))
+
+
+@router.get("/{name}", response_model=SpacePublic, responses={404: {"model": ErrorBody}})
+def get_space(name: str, principal: PrincipalDep) -> SpacePublic:
+    for path in list_shipped_spaces():
+        if path.stem == name:
+            space = load_space(path)
+            return SpacePublic(**crud.summary(space).model_dump(), yaml=path.read_text())
+    raise HTTPException(status_code=404, detail=f"no shipped space named {name!r}")
+
+
+@router.post("/validate", response_model=ValidationResult)
+def validate_space(body: SpaceValidate, principal: PrincipalDep) -> ValidationResult:
+    """Always 200: ``valid`` says whether the space can be submitted, ``errors`` list every problem."""
+    try:
+        space = load_space_text(body.yaml, body.overrides)
+    except SpaceError as error:
+        return ValidationResult(valid=False, errors=[{"path": p, "message": m} for p, m in error.errors])
+    return ValidationResult(valid=True, summary=crud.summary(space))

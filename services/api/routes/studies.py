@@ -1,0 +1,117 @@
+"""/api/v1/studies: submit, list, read, trials, best, cancel, resume, extend the budget."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from nas.space import SpaceError
+from services.api import crud, queries
+from services.api.deps import PrincipalDep, SessionDep, SettingsDep
+from services.api.schemas import (
+    BestPublic,
+    ErrorBody,
+    StudiesPublic,
+    StudyCreate,
+    StudyPublic,
+    StudyStatus,
+    StudyUpdate,
+    TrialsPublic,
+    TrialStateName,
+)
+
+router = APIRouter(prefix="/studies", tags=["studies"])
+NOT_FOUND = {404: {"model": ErrorBody, "description": "no such study for this token"}}
+CONFLICT = {409: {"model": ErrorBody, "description": "the study's status does not allow this"}}
+
+
+def _space_error(error: SpaceError) -> HTTPException:
+    return HTTPException(status_code=422, detail={"detail": "the space is invalid",
+                                                  "errors": [{"path": p, "message": m} for p, m in error.errors]})
+
+
+def _study_or_404(session, principal, study_id: int):
+    row = crud.get_study(session, principal, study_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no study {study_id} for this token")
+    return row
+
+
+@router.post("", status_code=201, response_model=StudyPublic,
+             responses={422: {"model": ErrorBody, "description": "invalid space: every error with its YAML path"}, **CONFLICT})
+def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> StudyPublic:
+    try:
+        space = crud.space_from_request(body, settings.max_trials)
+    except SpaceError as error:
+        raise _space_error(error) from None
+    try:
+        row = crud.create_study(session, body, space, principal.name)
+    except crud.Conflict as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return crud.study_public(session, row)
+
+
+@router.get("", response_model=StudiesPublic)
+def list_studies(session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+                 status: StudyStatus | None = None,
+                 limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> StudiesPublic:
+    rows, total = crud.list_studies(session, principal, status, min(limit, settings.max_page_size), offset)
+    return StudiesPublic(data=[crud.study_public(session, row) for row in rows], count=total)
+
+
+@router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
+def get_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+    return crud.study_public(session, _study_or_404(session, principal, study_id))
+
+
+@router.get("/{study_id}/trials", response_model=TrialsPublic, responses=NOT_FOUND)
+def list_trials(study_id: int, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+                state: Annotated[list[TrialStateName] | None, Query()] = None,
+                sort: Literal["number", "value"] = "number",
+                order: Literal["asc", "desc"] = "asc",
+                limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> TrialsPublic:
+    row = _study_or_404(session, principal, study_id)
+    optuna_id = queries.optuna_study_id(session, row.name)
+    if optuna_id is None:
+        return TrialsPublic(data=[], count=0)
+    trials, total = queries.trials_page(session, optuna_id, list(state or []), sort, order == "desc",
+                                        min(limit, settings.max_page_size), offset)
+    return TrialsPublic(data=trials, count=total)
+
+
+@router.get("/{study_id}/best", response_model=BestPublic, responses=NOT_FOUND)
+def best(study_id: int, session: SessionDep, principal: PrincipalDep) -> BestPublic:
+    return crud.best_public(session, _study_or_404(session, principal, study_id))
+
+
+def _transition(session, principal, study_id: int, change) -> StudyPublic:
+    row = _study_or_404(session, principal, study_id)
+    try:
+        change(row)
+    except crud.Conflict as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    session.flush()
+    return crud.study_public(session, row)
+
+
+@router.post("/{study_id}/cancel", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
+def cancel_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+    """Queued studies are cancelled at once; running ones stop their trials within seconds."""
+    return _transition(session, principal, study_id, crud.cancel)
+
+
+@router.post("/{study_id}/resume", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
+def resume_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+    """An interrupted, failed or cancelled study is queued again; its finished trials are kept."""
+    return _transition(session, principal, study_id, crud.resume)
+
+
+@router.patch("/{study_id}", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
+def update_study(study_id: int, body: StudyUpdate, session: SessionDep, principal: PrincipalDep,
+                 settings: SettingsDep) -> StudyPublic:
+    """Raise (or lower, not below the finished trials) the trial budget; a finished study is resumed."""
+    return _transition(session, principal, study_id,
+                       lambda row: crud.extend_budget(session, row, body.trials, settings.max_trials))

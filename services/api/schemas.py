@@ -1,0 +1,139 @@
+"""Request and response bodies, one family per entity (Create / Public / sPublic with data and count)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+
+
+class StudyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    space: str | None = Field(default=None, max_length=200, description="name of a shipped space, e.g. text-mlm-tiny")
+    space_yaml: str | None = Field(default=None, max_length=100_000, description="an inline space, as YAML text")
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    overrides: dict[str, Any] = Field(default_factory=dict, description='e.g. {"search.trials": 4}')
+
+    @model_validator(mode="after")
+    def _one_space(self) -> StudyCreate:
+        if (self.space is None) == (self.space_yaml is None):
+            raise ValueError("give exactly one of 'space' (a shipped space's name) or 'space_yaml' (YAML text)")
+        return self
+
+
+class StudyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=1, description="the new trial budget; at least the trials already finished")
+
+
+class TrialCounts(BaseModel):
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    infeasible: int = 0
+    lost: int = 0  # cut short by a cancel or a dead runner; they do not use up the budget
+    finished: int = 0
+    budget: int = 0
+
+
+class TrialPublic(BaseModel):
+    number: int
+    state: str
+    values: list[float | None] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    architecture: dict[str, Any] | None = None
+    hyperparameters: dict[str, Any] | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TrialsPublic(BaseModel):
+    data: list[TrialPublic]
+    count: int
+
+
+class StudyPublic(BaseModel):
+    id: int
+    name: str
+    space_name: str
+    family: str
+    task: str
+    status: StudyStatus
+    owner: str | None = None
+    counts: TrialCounts
+    best: TrialPublic | None = None
+    objectives: list[str] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+
+class StudiesPublic(BaseModel):
+    data: list[StudyPublic]
+    count: int
+
+
+class BestPublic(BaseModel):
+    multi_objective: bool
+    objectives: list[str]
+    directions: list[str]
+    trials: list[TrialPublic] = Field(description="the best trial, or the Pareto front for several objectives")
+
+
+class SpaceSummary(BaseModel):
+    name: str
+    family: str
+    task: str
+    description: str = ""
+    trials: int
+    objectives: list[str]
+    size: str
+
+
+class SpacesPublic(BaseModel):
+    data: list[SpaceSummary]
+    count: int
+
+
+class SpacePublic(SpaceSummary):
+    yaml: str
+
+
+class SpaceValidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str = Field(max_length=100_000)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class SpaceErrorItem(BaseModel):
+    path: str
+    message: str
+
+
+class ValidationResult(BaseModel):
+    valid: bool
+    errors: list[SpaceErrorItem] = Field(default_factory=list)
+    summary: SpaceSummary | None = None
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[Any]
+    errors: list[SpaceErrorItem] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    ray: str
+    runners: int

@@ -1,0 +1,56 @@
+"""Bearer tokens: created once, stored hashed, resolved to a principal (owner name, admin flag).
+
+A bootstrap admin token may come from ``NAS_ADMIN_TOKEN``; it is compared in constant time and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from nas.store.db import session_scope, upgrade
+from nas.store.models import ApiToken, utcnow
+
+TOKEN_PREFIX = "nas_"
+BOOTSTRAP_ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    is_admin: bool = False
+
+    def owns(self, owner: str | None) -> bool:
+        return self.is_admin or owner == self.name
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_token(url: str, name: str, is_admin: bool = False) -> str:
+    """A new token for ``name``; the plaintext is returned once and only its hash is kept."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise ValueError("a token name must be 1-200 characters")
+    upgrade(url)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    with session_scope(url) as session:
+        session.add(ApiToken(name=name, token_hash=hash_token(token), is_admin=is_admin, created_at=utcnow()))
+    return token
+
+
+def resolve_token(url: str, token: str | None) -> Principal | None:
+    if not token:
+        return None
+    bootstrap = os.environ.get("NAS_ADMIN_TOKEN")
+    if bootstrap and hmac.compare_digest(token.encode(), bootstrap.encode()):
+        return Principal(BOOTSTRAP_ADMIN, is_admin=True)
+    with session_scope(url) as session:
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False)))
+        return Principal(row.name, row.is_admin) if row else None

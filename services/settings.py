@@ -1,0 +1,21 @@
+"""Service settings, read from the environment (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nas.settings import DEFAULT_DATABASE_URL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NAS_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("RAY_ADDRESS", "NAS_RAY_ADDRESS"))
+    admin_token: str | None = None  # a bootstrap admin token (NAS_ADMIN_TOKEN); never stored
+    max_body_bytes: int = 256 * 1024
+    max_trials: int = 10_000  # the largest trial budget one study may ask for
+    max_page_size: int = 500
+    runner_lease_s: float = 30.0
+    runner_heartbeat_s: float = 5.0

@@ -1,0 +1,102 @@
+"""A real uvicorn server on a free loopback port, tokens, and helpers to drive the API over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+TINY_TEXT = {"search.trials": 2, "search.concurrency": 1, "proxy.steps": 10, "proxy.eval_every": 5,
+             "proxy.eval_batches": 2, "data.max_samples": 400, "data.vocab_size": 256,
+             "architecture.num_layers": 1, "architecture.hidden_size": {"choice": [32, 64]}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    database_url: str
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def start_server(database_url: str, **settings) -> Iterator[Server]:
+    import uvicorn
+
+    from services.api import create_app
+    from services.settings import Settings
+
+    app = create_app(Settings(database_url=database_url, **settings), mount_dashboard=True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
+        time.sleep(0.05)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", database_url)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def sqlite_server(sqlite_url) -> Iterator[Server]:
+    yield from start_server(sqlite_url)
+
+
+@pytest.fixture
+def postgres_server(postgres_url) -> Iterator[Server]:
+    yield from start_server(postgres_url)
+
+
+def token_for(server: Server, name: str, admin: bool = False) -> str:
+    from services.auth import create_token
+
+    return create_token(server.database_url, name, is_admin=admin)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start_worker(database_url: str, *extra: str) -> subprocess.Popen:
+    """``nas worker`` as its own process (and process group, so a test can kill -9 all of it)."""
+    return subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", database_url, "--poll", "0.5", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ})
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 60) -> None:
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

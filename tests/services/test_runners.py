@@ -1,0 +1,91 @@
+"""Runner processes: atomic claims on PostgreSQL, and a study resumed after its runner is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import optuna
+import pytest
+from sqlalchemy import select
+
+from nas.controller.run import optuna_storage
+from nas.space import load_space
+from nas.store.db import session_scope
+from nas.store.models import Study
+from services.api.crud import create_study
+from services.api.schemas import StudyCreate
+from tests.conftest import SPACES
+from tests.services.conftest import TINY_TEXT, start_worker, stop_worker, wait_for
+
+pytestmark = [pytest.mark.ray]
+
+
+def queue_study(url: str, name: str, overrides: dict) -> None:
+    from nas.store.db import ensure_schema
+
+    ensure_schema(url)
+    space = load_space(SPACES / "text-mlm-tiny.yaml", overrides)
+    with session_scope(url) as session:
+        create_study(session, StudyCreate(space="text-mlm-tiny", name=name, overrides=overrides), space, "alice")
+
+
+def studies(url: str) -> dict[str, Study]:
+    with session_scope(url) as session:
+        return {row.name: row for row in session.scalars(select(Study))}
+
+
+def trial_states(url: str, name: str) -> list[str]:
+    try:
+        study = optuna.load_study(study_name=name, storage=optuna_storage(url))
+    except KeyError:
+        return []
+    return [t.state.name for t in study.get_trials(deepcopy=False) if "infeasible" not in t.user_attrs]
+
+
+@pytest.mark.postgres
+def test_two_runners_on_postgresql__run_each_of_six_studies_exactly_once(postgres_url):
+    one_trial = {**TINY_TEXT, "search.trials": 1}
+    for index in range(6):
+        queue_study(postgres_url, f"queued-{index}", one_trial)
+    workers = [start_worker(postgres_url), start_worker(postgres_url)]
+    try:
+        wait_for(lambda: all(s.status == "succeeded" for s in studies(postgres_url).values()), 300,
+                 "six studies to succeed")
+    finally:
+        for worker in workers:
+            stop_worker(worker)
+    rows = studies(postgres_url)
+    assert len(rows) == 6
+    for name, row in rows.items():
+        assert row.attempts == 1, (name, row.attempts)
+        assert trial_states(postgres_url, name) == ["COMPLETE"], name
+    assert len({row.runner_id for row in rows.values()}) == 2  # both runners took part
+
+
+def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(sqlite_url):
+    budget = 4
+    queue_study(sqlite_url, "survivor", {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none",
+                                         "proxy.steps": 120, "proxy.eval_every": 40})
+    first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1")
+    try:
+        wait_for(lambda: "COMPLETE" in trial_states(sqlite_url, "survivor") and "RUNNING" in trial_states(sqlite_url, "survivor"),
+                 180, "one finished and one running trial")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+    assert studies(sqlite_url)["survivor"].status == "running"  # nobody told the database
+    second = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1")
+    try:
+        wait_for(lambda: studies(sqlite_url)["survivor"].status in ("succeeded", "failed"), 300, "the study to end")
+    finally:
+        stop_worker(second)
+    row = studies(sqlite_url)["survivor"]
+    states = trial_states(sqlite_url, "survivor")
+    assert row.status == "succeeded" and row.attempts == 2
+    assert "RUNNING" not in states
+    finished = [s for s in states if s in ("COMPLETE", "PRUNED")]
+    assert len(finished) == budget  # the killed trial is marked failed and lost: it does not use up the budget
+    study = optuna.load_study(study_name="survivor", storage=optuna_storage(sqlite_url))
+    lost = [t for t in study.trials if t.user_attrs.get("lost")]
+    assert lost and all(t.state.name == "FAIL" and "runner stopped" in t.user_attrs["fail_reason"] for t in lost)
