@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -176,10 +178,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings(**({"database_url": args.storage} if args.storage else {}))
     app = create_app(settings)
+    logging.getLogger("uvicorn.access").addFilter(_RedactTokens())
     runner = None
     if not args.no_runner:
         # A child process: the Tune driver wants a main thread of its own, and its crash must not take the API down.
-        runner = subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", settings.database_url])
+        # It gets SIGTERM when this process dies however it dies (uvicorn re-raises the signal that stopped it).
+        runner = subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", settings.database_url],
+                                  preexec_fn=_terminate_with_parent)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     finally:
@@ -192,9 +197,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
-    import logging
+class _RedactTokens:
+    """Keep tokens (``/dashboard/login?token=...``) out of the access log."""
 
+    def filter(self, record) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"token=[^&\s]+", "token=<redacted>", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (elsewhere: a no-op)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
     _quiet_libraries()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from nas.settings import database_url
