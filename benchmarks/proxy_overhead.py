@@ -62,7 +62,7 @@ def main() -> None:
     family = get_family(space.family)
     project, bare = [], []
     for _ in range(args.rounds):  # alternate, so drift in the machine's speed hits both sides alike
-        project.append(run_proxy(space, candidate, data, lambda r: None, seed=0)["throughput"])
+        project.append(run_proxy(space, candidate, data, lambda metrics, model=None: None, seed=0)["throughput"])
         torch.manual_seed(0)
         model = family.build(candidate.architecture, space.data_shape)
         bare.append(bare_loop(model, data.train, args.steps, args.batch_size, space.data.vocab_size, 1e-3))

@@ -245,6 +245,41 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import ExportError, export_trial, load_trial
+    from nas.settings import database_url
+
+    _quiet_libraries()
+    try:
+        record = load_trial(database_url(args.storage), args.study, args.trial)
+        folder = export_trial(record, Path(args.out), weights=args.weights)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"exported trial {record.number} of {record.study} ({args.weights} weights) to {folder}")
+    return EXIT_OK
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from nas.export import ExportError
+    from nas.pretrain import run_pretraining
+
+    _quiet_libraries()
+    out = Path(args.out) if args.out else Path(args.folder).resolve().parent / f"{Path(args.folder).name}-pretrained"
+    try:
+        model = run_pretraining(Path(args.folder), out, data_source=args.data, max_steps=args.max_steps,
+                                workers=args.workers, gpus_per_worker=args.gpus_per_worker, resume=args.resume,
+                                progress=not args.no_progress)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with `nas pretrain {args.folder} --out {out} --resume`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"pretrained model: {model}\nloss curve: {out / 'loss_curve.png'}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search for self-supervised backbones.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat", type=float, help="seconds between heartbeats (default 5)")
     worker.add_argument("--poll", type=float, default=2.0, help="seconds between looks at an empty queue")
     worker.set_defaults(func=cmd_worker)
+
+    export = commands.add_parser("export", help="write a trial as a save_pretrained folder with provenance and recipe")
+    export.add_argument("study")
+    export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
+    export.add_argument("--out", required=True, help="folder to write (must be new or empty)")
+    export.add_argument("--weights", choices=["proxy", "init"], default="proxy",
+                        help="the proxy-trained weights (default) or a fresh initialisation")
+    export.add_argument("--storage")
+    export.set_defaults(func=cmd_export)
+
+    pretrain = commands.add_parser("pretrain", help="full self-supervised pretraining of an export on Ray Train")
+    pretrain.add_argument("folder", help="a folder written by `nas export`")
+    pretrain.add_argument("--data", help="override the recipe's data source")
+    pretrain.add_argument("--max-steps", type=int)
+    pretrain.add_argument("--workers", type=int, help="DDP workers (default: the recipe's)")
+    pretrain.add_argument("--gpus-per-worker", type=float)
+    pretrain.add_argument("--out", help="output folder (default: FOLDER-pretrained beside it)")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    pretrain.add_argument("--no-progress", action="store_true")
+    pretrain.set_defaults(func=cmd_pretrain)
 
     tokens = commands.add_parser("tokens", help="API tokens").add_subparsers(dest="tokens_command", required=True)
     create = tokens.add_parser("create", help="create a token and print it once")

@@ -125,7 +125,8 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
     searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event)
     study = searcher.study
     for key, value in {"space": space.to_yaml(), "family": space.family, "task": space.task,
-                       "objectives": list(space.objectives), "data_fingerprint": data.fingerprint}.items():
+                       "objectives": list(space.objectives), "data_fingerprint": data.fingerprint,
+                       "tokenizer_dir": data.tokenizer_dir}.items():
         study.set_user_attr(key, value)
 
     already = trial_counts(study)
@@ -145,7 +146,7 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
                                     max_concurrent_trials=space.search.concurrency, metric="val_loss", mode="min",
-                                    reuse_actors=True),
+                                    reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=experiment, storage_path=str(nas_home() / "ray_results"), verbose=0,
                                   stop=stopper_for(stop_event),
                                   failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
@@ -176,6 +177,11 @@ def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: S
         reasons = {t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_reason")}
         return StudyOutcome(name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else ""))
     return StudyOutcome(name, "succeeded", counts, searcher.exhausted_reason)
+
+
+def trial_name(trial) -> str:
+    """``trial_00007``: Optuna's trial number, so Tune's folders line up with the database."""
+    return f"trial_{trial.config.get('trial_number', 0):05d}_{trial.trial_id}"
 
 
 def stopper_for(event: StopFlag):

@@ -113,6 +113,9 @@ class CandidateSearcher(OptunaSearch):
         elif result and result.get("completed"):
             values = [result.get(name) for name in self.space.objectives]
             if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                checkpoint = getattr(self.ray_trials.get(trial_id), "checkpoint", None)
+                if checkpoint is not None:
+                    ot_trial.set_user_attr("weights_path", checkpoint.path)
                 self._tell(ot_trial, TrialState.COMPLETE, values)
             else:
                 ot_trial.set_user_attr("fail_reason", f"objective values not finite: {values}")

@@ -56,9 +56,13 @@ def build_proxy(space: SearchSpace, data: PreparedData, candidate: Candidate) ->
     return get_proxy(space.task)(data, space.data_shape, candidate.hyperparameters, space.proxy.eval_batches, space.proxy.knn_k)
 
 
-def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, report: Callable[[dict[str, Any]], None],
+def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, report: Callable[..., None],
               seed: int, device: torch.device | None = None) -> dict[str, Any]:
-    """Train ``candidate`` briefly; returns the final metrics (also passed to ``report``)."""
+    """Train ``candidate`` briefly; returns the final metrics (also passed to ``report``).
+
+    ``report(metrics)`` is called every ``eval_every`` steps; the last call is ``report(metrics, model=model)``
+    so that the caller can keep the proxy-trained weights.
+    """
     device = device or pick_device()
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -112,7 +116,9 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
                 }
                 if done == spec.steps:
                     metrics.update(probe(model, proxy, data, device, spec.knn_k))
-                report(metrics)
+                    report(metrics, model=model)
+                else:
+                    report(metrics)
     except torch.OutOfMemoryError as exc:
         raise TrialFailure(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
     return metrics

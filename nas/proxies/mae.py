@@ -15,7 +15,7 @@ class MaskedAutoencoding(Proxy):
     task = "mae"
 
     def num_patches(self, model) -> int:
-        config = model.config
+        config = getattr(model, "module", model).config  # unwrap DDP in full pretraining
         return (config.image_size // config.patch_size) ** 2
 
     def train_batch(self, generator):

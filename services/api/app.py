@@ -9,15 +9,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path, get_route_path
 
 from nas import __version__
 from nas.store.db import ensure_schema
 from services.api.limits import BodyLimitMiddleware
 from services.api.routes import health, spaces, studies
+from services.api.schemas import ValidationErrorBody
 from services.settings import Settings
 
 log = logging.getLogger("nas.api")
 API_PREFIX = "/api/v1"
+HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
 
 
 def create_app(settings: Settings | None = None, mount_dashboard: bool = True) -> FastAPI:
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None, mount_dashboard: bool = True) -
     app.include_router(health.router, prefix=API_PREFIX)
     app.include_router(health.router, include_in_schema=False)  # /healthz and /metrics at the root too
     _install_error_handlers(app)
+    _document_validation_errors(app)
     if mount_dashboard:
         _mount_dashboard(app, settings)
     return app
@@ -53,7 +57,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         body = exc.detail if isinstance(exc.detail, dict) else {"detail": exc.detail}
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            headers = {**(headers or {}), "Allow": allowed}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +74,48 @@ def _install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the request changed nothing it "
                                        "could not finish, see the server log"}, status_code=500)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document gives the request's path, for the ``Allow`` of a 405 (RFC 9110).
+    Starlette lists only the methods of the first route whose path matched, so ``OPTIONS /studies`` said
+    ``POST`` and hid ``GET``. Where a literal path and a template both match (``/spaces/validate`` and
+    ``/spaces/{name}``) the literal one is the resource. None for paths outside the document."""
+    path, documented = get_route_path(request.scope), request.app.openapi().get("paths", {})
+    matches = [(template.count("{"), template) for template in documented if compile_path(template)[0].match(path)]
+    if not matches:
+        return None
+    return ", ".join(method.upper() for method in documented[min(matches)[1]] if method.upper() in HTTP_METHODS)
+
+
+def _document_validation_errors(app: FastAPI) -> None:
+    """The handler above answers every 422 as ``ValidationErrorBody``; make the OpenAPI document say so too,
+    in place of FastAPI's default ``HTTPValidationError`` (a list under ``detail``), which this app never sends."""
+    default_ref = "#/components/schemas/HTTPValidationError"
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        body = ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in body.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(ValidationErrorBody.__name__, body)
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                response = operation.get("responses", {}).get("422")
+                content = (response or {}).get("content", {}).get("application/json", {})
+                if content.get("schema", {}).get("$ref") == default_ref:
+                    response["description"] = "the request is invalid: every problem with its path"
+                    content["schema"] = {"$ref": f"#/components/schemas/{ValidationErrorBody.__name__}"}
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 def _mount_dashboard(app: FastAPI, settings: Settings) -> None:

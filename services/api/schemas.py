@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    """Times are stored in UTC; SQLite hands them back without their zone, so say it (RFC 3339 needs one)."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class StudyCreate(BaseModel):
@@ -51,8 +59,8 @@ class TrialPublic(BaseModel):
     architecture: dict[str, Any] | None = None
     hyperparameters: dict[str, Any] | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
 
 
 class TrialsPublic(BaseModel):
@@ -71,9 +79,9 @@ class StudyPublic(BaseModel):
     counts: TrialCounts
     best: TrialPublic | None = None
     objectives: list[str] = Field(default_factory=list)
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None = None
+    finished_at: UtcDateTime | None = None
     error: str | None = None
     cancel_requested: bool = False
 
@@ -130,6 +138,21 @@ class ValidationResult(BaseModel):
 class ErrorBody(BaseModel):
     detail: str | list[Any]
     errors: list[SpaceErrorItem] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    """Every 422: a one-line summary, then each problem with its path (body.overrides, query.limit, ...)."""
+
+    detail: str
+    errors: list[SpaceErrorItem]
+
+
+# `responses=` shared by routes: every route behind a bearer token, every route that reads a body.
+AUTH_REQUIRED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no bearer token, or one that is unknown or revoked"}}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body could not be read at all (e.g. it is not UTF-8 text)"},
+    413: {"model": ErrorBody, "description": "the body is over this service's limit (NAS_MAX_BODY_BYTES)"}}
 
 
 class Health(BaseModel):

@@ -31,7 +31,7 @@ def test_run_proxy__reports_every_eval_and_records_all_metrics():
     data = prepare_data(space.data, "text", 0)
     reports = []
     candidate = fixed_candidate(space)
-    final = run_proxy(space, candidate, data, reports.append, seed=0)
+    final = run_proxy(space, candidate, data, lambda metrics, model=None: reports.append(metrics), seed=0)
     assert [r["step"] for r in reports] == [3, 6]
     assert [r["completed"] for r in reports] == [False, True]
     for key in ("val_loss", "params", "non_embedding_params", "flops", "latency_ms", "throughput", "peak_memory_mb", "wall_time_s"):
@@ -45,7 +45,7 @@ def test_run_proxy__a_diverging_loss_fails_the_trial_with_its_reason():
     data = prepare_data(space.data, "text", 0)
     candidate = fixed_candidate(space, lr=1e30)  # the first step blows the weights up
     with pytest.raises(TrialFailure, match=r"loss became (nan|inf) at step 2"):
-        run_proxy(space, candidate, data, lambda r: None, seed=0)
+        run_proxy(space, candidate, data, lambda metrics, model=None: None, seed=0)
 
 
 def test_validation_batches__are_identical_for_every_trial_of_a_study():

@@ -167,3 +167,22 @@ def test_cancel_resume_and_budget_extension__change_trial_counts(ray_cluster, sq
     final = alice.get(url).json()
     assert final["status"] == "succeeded" and final["counts"]["finished"] == 5
     assert alice.patch(url, json={"trials": 2}).status_code == 409  # below the finished trials
+
+
+def test_export__zip_of_the_best_trial_and_clear_errors(ray_cluster, sqlite_server, tmp_path):
+    import io
+    import zipfile
+
+    alice = sqlite_server.client(token_for(sqlite_server, "alice"))
+    study = submit(alice, name="zipme")
+    url = f"/api/v1/studies/{study['id']}/export"
+    assert alice.get(url).status_code == 409  # nothing finished yet
+    run_queue(sqlite_server)
+    response = alice.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    names = set(zipfile.ZipFile(io.BytesIO(response.content)).namelist())
+    assert {"config.json", "model.safetensors", "tokenizer.json", "nas_provenance.json", "pretrain.yaml"} <= names
+    assert alice.get(url, params={"trial": 999}).status_code == 404
+    assert alice.get(url, params={"weights": "random"}).status_code == 422
+    bob = sqlite_server.client(token_for(sqlite_server, "bob"))
+    assert bob.get(url).status_code == 404

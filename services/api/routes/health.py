@@ -30,7 +30,8 @@ def ray_reachable(address: str | None) -> str:
         return f"unreachable at {address}: {error}"
 
 
-@router.get("/healthz", response_model=Health)
+@router.get("/healthz", response_model=Health,
+            responses={503: {"model": Health, "description": "degraded: the database or Ray cannot be reached"}})
 def healthz(session: SessionDep, settings: SettingsDep, response: Response) -> Health:
     try:
         session.execute(text("SELECT 1"))

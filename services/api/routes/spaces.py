@@ -7,9 +7,17 @@ from fastapi import APIRouter, HTTPException
 from nas.space import SpaceError, list_shipped_spaces, load_space, load_space_text
 from services.api import crud
 from services.api.deps import PrincipalDep
-from services.api.schemas import ErrorBody, SpacePublic, SpacesPublic, SpaceValidate, ValidationResult
+from services.api.schemas import (
+    AUTH_REQUIRED,
+    BODY_ERRORS,
+    ErrorBody,
+    SpacePublic,
+    SpacesPublic,
+    SpaceValidate,
+    ValidationResult,
+)
 
-router = APIRouter(prefix="/spaces", tags=["spaces"])
+router = APIRouter(prefix="/spaces", tags=["spaces"], responses=AUTH_REQUIRED)
 
 
 @router.get("", response_model=SpacesPublic)
@@ -32,7 +40,7 @@ def get_space(name: str, principal: PrincipalDep) -> SpacePublic:
     raise HTTPException(status_code=404, detail=f"no shipped space named {name!r}")
 
 
-@router.post("/validate", response_model=ValidationResult)
+@router.post("/validate", response_model=ValidationResult, responses=BODY_ERRORS)
 def validate_space(body: SpaceValidate, principal: PrincipalDep) -> ValidationResult:
     """Always 200: ``valid`` says whether the space can be submitted, ``errors`` list every problem."""
     try:

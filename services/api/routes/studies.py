@@ -1,15 +1,22 @@
-"""/api/v1/studies: submit, list, read, trials, best, cancel, resume, extend the budget."""
+"""/api/v1/studies: submit, list, read, trials, best, cancel, resume, extend the budget, export."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
 
 from nas.space import SpaceError
 from services.api import crud, queries
 from services.api.deps import PrincipalDep, SessionDep, SettingsDep
 from services.api.schemas import (
+    AUTH_REQUIRED,
+    BODY_ERRORS,
     BestPublic,
     ErrorBody,
     StudiesPublic,
@@ -19,11 +26,14 @@ from services.api.schemas import (
     StudyUpdate,
     TrialsPublic,
     TrialStateName,
+    ValidationErrorBody,
 )
 
-router = APIRouter(prefix="/studies", tags=["studies"])
+router = APIRouter(prefix="/studies", tags=["studies"], responses=AUTH_REQUIRED)
 NOT_FOUND = {404: {"model": ErrorBody, "description": "no such study for this token"}}
 CONFLICT = {409: {"model": ErrorBody, "description": "the study's status does not allow this"}}
+# Bounded to the 64-bit integers a database can compare with (past them SQLite raised OverflowError: a 500).
+StudyId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="a study's id, as POST /studies answered it")]
 
 
 def _space_error(error: SpaceError) -> HTTPException:
@@ -39,7 +49,9 @@ def _study_or_404(session, principal, study_id: int):
 
 
 @router.post("", status_code=201, response_model=StudyPublic,
-             responses={422: {"model": ErrorBody, "description": "invalid space: every error with its YAML path"}, **CONFLICT})
+             responses={422: {"model": ValidationErrorBody, "description": "an invalid request, or an invalid space: "
+                                                                           "every error with its path"},
+                        **CONFLICT, **BODY_ERRORS})
 def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> StudyPublic:
     try:
         space = crud.space_from_request(body, settings.max_trials)
@@ -62,12 +74,12 @@ def list_studies(session: SessionDep, principal: PrincipalDep, settings: Setting
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
-def get_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+def get_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
     return crud.study_public(session, _study_or_404(session, principal, study_id))
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic, responses=NOT_FOUND)
-def list_trials(study_id: int, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+def list_trials(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
                 state: Annotated[list[TrialStateName] | None, Query()] = None,
                 sort: Literal["number", "value"] = "number",
                 order: Literal["asc", "desc"] = "asc",
@@ -83,7 +95,7 @@ def list_trials(study_id: int, session: SessionDep, principal: PrincipalDep, set
 
 
 @router.get("/{study_id}/best", response_model=BestPublic, responses=NOT_FOUND)
-def best(study_id: int, session: SessionDep, principal: PrincipalDep) -> BestPublic:
+def best(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -> BestPublic:
     return crud.best_public(session, _study_or_404(session, principal, study_id))
 
 
@@ -98,20 +110,43 @@ def _transition(session, principal, study_id: int, change) -> StudyPublic:
 
 
 @router.post("/{study_id}/cancel", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
-def cancel_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+def cancel_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
     """Queued studies are cancelled at once; running ones stop their trials within seconds."""
     return _transition(session, principal, study_id, crud.cancel)
 
 
 @router.post("/{study_id}/resume", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
-def resume_study(study_id: int, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
+def resume_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -> StudyPublic:
     """An interrupted, failed or cancelled study is queued again; its finished trials are kept."""
     return _transition(session, principal, study_id, crud.resume)
 
 
-@router.patch("/{study_id}", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT})
-def update_study(study_id: int, body: StudyUpdate, session: SessionDep, principal: PrincipalDep,
+@router.patch("/{study_id}", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT, **BODY_ERRORS})
+def update_study(study_id: StudyId, body: StudyUpdate, session: SessionDep, principal: PrincipalDep,
                  settings: SettingsDep) -> StudyPublic:
     """Raise (or lower, not below the finished trials) the trial budget; a finished study is resumed."""
     return _transition(session, principal, study_id,
                        lambda row: crud.extend_budget(session, row, body.trials, settings.max_trials))
+
+
+@router.get("/{study_id}/export", response_class=FileResponse, responses={
+    200: {"content": {"application/zip": {}}, "description": "the `nas export` folder as a zip"}, **NOT_FOUND, **CONFLICT})
+def export_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+                 background: BackgroundTasks,
+                 trial: Annotated[int | None, Query(ge=0, le=10_000_000, description="default: the best trial")] = None,
+                 weights: Literal["proxy", "init"] = "proxy") -> FileResponse:
+    """The same folder as ``nas export``, zipped: save_pretrained output, provenance and pretraining recipe."""
+    from nas.export import ExportError, TrialNotFound, export_trial, load_trial
+
+    row = _study_or_404(session, principal, study_id)
+    work = Path(tempfile.mkdtemp(prefix="nas-export-"))
+    background.add_task(shutil.rmtree, work, True)
+    try:
+        record = load_trial(settings.database_url, row.name, trial, space_yaml=row.spec)
+        folder = export_trial(record, work / f"{row.name}-trial{record.number}", weights=weights)
+    except TrialNotFound as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+    except ExportError as error:  # nothing finished yet, a failed trial, weights gone: the study's state
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    archive = shutil.make_archive(str(work / folder.name), "zip", root_dir=folder)
+    return FileResponse(archive, media_type="application/zip", filename=f"{folder.name}.zip")

@@ -1,0 +1,236 @@
+"""Export a trial as a plain transformers model folder that full pretraining starts from.
+
+The folder holds ``save_pretrained`` output (config.json, model.safetensors), the tokenizer (text) or the
+image processor config (images), ``nas_provenance.json`` (where it came from) and ``pretrain.yaml`` (the
+recipe ``nas pretrain`` reads). ``AutoModel.from_pretrained(folder)`` loads it without ``nas`` installed.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROVENANCE_FILE = "nas_provenance.json"
+RECIPE_FILE = "pretrain.yaml"
+HEAD_FILE = "nas_projection_head.safetensors"
+
+
+class ExportError(ValueError):
+    """The study, trial or folder cannot be exported (the message says why and what to do)."""
+
+
+class TrialNotFound(ExportError):
+    """The study has no trial of that number."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What export needs of a trial, read from the database."""
+
+    study: str
+    number: int
+    state: str
+    space_raw: dict[str, Any]
+    architecture: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    weights_path: str | None
+    tokenizer_dir: str | None
+
+
+def load_trial(url: str, study_name: str, number: int | None = None, space_yaml: str | None = None) -> TrialRecord:
+    """The given trial, or the study's best (first objective); a clear ExportError otherwise.
+
+    The space comes from ``space_yaml`` (the service passes its study row's copy) or the Optuna study's attrs.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.controller.run import optuna_storage
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=optuna_storage(url))
+    except KeyError:
+        raise ExportError(f"no study named {study_name!r} has trials in this database") from None
+    if number is None:
+        from nas.summary import best_trials
+
+        best = best_trials(study, limit=1)
+        if not best:
+            raise ExportError(f"study {study_name!r} has no completed trial to export yet")
+        trial = best[0]
+    else:
+        matches = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+        if not matches:
+            raise TrialNotFound(f"study {study_name!r} has no trial {number}")
+        trial = matches[0]
+        if trial.state != TrialState.COMPLETE:
+            reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("infeasible") or ""
+            raise ExportError(f"trial {number} of {study_name!r} is {trial.state.name}, not COMPLETE"
+                              + (f" ({reason})" if reason else "") + "; export a completed trial")
+    attrs = trial.user_attrs
+    if "architecture" not in attrs:
+        raise ExportError(f"trial {trial.number} of {study_name!r} carries no architecture config")
+    space_yaml = space_yaml or study.user_attrs.get("space")
+    if not space_yaml:
+        raise ExportError(f"study {study_name!r} records no search space: it was not run by nas")
+    metrics = {k: v for k, v in attrs.items() if k not in ("architecture", "hyperparameters", "weights_path", "ray_trial_id")}
+    return TrialRecord(study_name, trial.number, trial.state.name, yaml.safe_load(space_yaml),
+                       attrs["architecture"], attrs.get("hyperparameters", {}), metrics, dict(trial.params),
+                       attrs.get("weights_path"), study.user_attrs.get("tokenizer_dir"))
+
+
+def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwrite: bool = False) -> Path:
+    """Write the export folder for ``record``; returns it."""
+    import torch
+
+    from nas.models.base import get_family
+    from nas.models.weights import load_weights
+    from nas.space import SpaceError, parse_space
+
+    if weights not in ("proxy", "init"):
+        raise ExportError(f"--weights must be proxy or init, not {weights!r}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} exists and is not empty; choose another --out")
+    try:
+        space = parse_space(record.space_raw, record.study, check_data=False, check_satisfiable=False)
+    except SpaceError as error:
+        raise ExportError(f"study {record.study!r} records a space that no longer validates: {error}") from None
+    family = get_family(space.family)
+    torch.manual_seed(space.search.seed)
+    try:
+        model = family.build(family.resolve(record.architecture), space.data_shape)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ExportError(f"trial {record.number}'s architecture config cannot be built as a {space.family} model: "
+                          f"{type(error).__name__}: {error}") from None
+    if weights == "proxy":
+        if not record.weights_path or not Path(record.weights_path).is_dir():
+            raise ExportError(f"trial {record.number} has no stored proxy weights ({record.weights_path or 'none recorded'}); "
+                              "use --weights init for a fresh initialisation of the same architecture")
+        load_weights(model, record.weights_path)
+    out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    backbone = model.backbone if space.family == "cnn" else model
+    backbone.save_pretrained(out)
+    if space.family == "cnn":
+        from safetensors.torch import save_file
+
+        head = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        save_file(head, str(out / HEAD_FILE))
+    _save_preprocessing(space, record, out)
+    (out / PROVENANCE_FILE).write_text(json.dumps(_provenance(space, record, weights), indent=2, default=str) + "\n")
+    (out / RECIPE_FILE).write_text(yaml.safe_dump(default_recipe(space, record), sort_keys=False))
+    return out
+
+
+def _save_preprocessing(space, record: TrialRecord, out: Path) -> None:
+    if space.task == "mlm":
+        if not record.tokenizer_dir or not Path(record.tokenizer_dir).is_dir():
+            raise ExportError(f"the study's tokenizer ({record.tokenizer_dir}) is gone from the cache; "
+                              "run a search on the same data again to rebuild it")
+        for item in Path(record.tokenizer_dir).iterdir():
+            if item.is_file():
+                shutil.copy2(item, out / item.name)
+        return
+    from transformers import ViTImageProcessor
+
+    channels = space.data_shape.channels
+    ViTImageProcessor(size={"height": space.data.image_size, "width": space.data.image_size},
+                      image_mean=[0.5] * channels, image_std=[0.5] * channels, do_rescale=True).save_pretrained(out)
+
+
+def _provenance(space, record: TrialRecord, weights: str) -> dict[str, Any]:
+    import optuna
+    import torch
+    import transformers
+
+    from nas import __version__
+
+    return {
+        "study": record.study, "trial": record.number, "weights": weights, "family": space.family, "task": space.task,
+        "architecture": record.architecture, "hyperparameters": record.hyperparameters, "params": record.params,
+        "metrics": record.metrics, "seed": space.search.seed, "space": yaml.safe_dump(record.space_raw, sort_keys=False),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"nas": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                     "optuna": optuna.__version__, "python": platform.python_version()},
+    }
+
+
+def default_recipe(space, record: TrialRecord) -> dict[str, Any]:
+    """Full pretraining: the proxy's objective and data at full length; a person may edit any of it."""
+    hp = record.hyperparameters
+    return {
+        "family": space.family,
+        "task": space.task,
+        "data": {k: v for k, v in space.raw.get("data", {}).items()},
+        "objective": {"mlm": "masked language modelling", "mae": "masked image modelling",
+                      "contrastive": f"contrastive ({record.architecture.get('method', 'simclr')})"}[space.task],
+        "max_steps": max(1000, space.proxy.steps * 20),
+        "batch_size": int(hp.get("batch_size", space.proxy.batch_size)),
+        "lr": float(hp.get("lr", space.proxy.lr)),
+        "warmup_fraction": float(hp.get("warmup_fraction", space.proxy.warmup_fraction)),
+        "min_lr_ratio": space.proxy.min_lr_ratio,
+        "weight_decay": float(hp.get("weight_decay", space.proxy.weight_decay)),
+        "grad_clip": float(hp.get("grad_clip", space.proxy.grad_clip)),
+        "mask_prob": float(hp.get("mask_prob", space.proxy.mask_prob)),
+        "temperature": float(hp.get("temperature", space.proxy.temperature)),
+        "log_every": 50,
+        "checkpoint_every": 500,
+        "workers": 2,
+        "resources_per_worker": {"cpu": 1, "gpu": 0},
+        "seed": space.search.seed,
+    }
+
+
+def read_export(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(recipe, provenance) of an export folder; a clear ExportError for a missing or foreign folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not a folder; give the --out folder of `nas export`")
+    missing = [name for name in ("config.json", PROVENANCE_FILE, RECIPE_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ExportError(f"{folder} is not an `nas export` folder (missing {', '.join(missing)})")
+    try:
+        provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+        recipe = yaml.safe_load((folder / RECIPE_FILE).read_text())
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ExportError(f"{folder}: cannot read its provenance or recipe ({error})") from None
+    if not isinstance(recipe, dict) or not isinstance(provenance, dict) or "space" not in provenance:
+        raise ExportError(f"{folder}: {RECIPE_FILE} or {PROVENANCE_FILE} is not what `nas export` writes")
+    return recipe, provenance
+
+
+def load_exported_model(folder: Path, family: str):
+    """The trainable model of an export: the task model (text, MAE), or backbone + projection head (CNN)."""
+    folder = Path(folder)
+    if family == "transformer":
+        from transformers import AutoModelForMaskedLM
+
+        return AutoModelForMaskedLM.from_pretrained(folder)
+    if family == "vit":
+        from transformers import ViTMAEForPreTraining
+
+        return ViTMAEForPreTraining.from_pretrained(folder)
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from nas.models.heads import ContrastiveModel
+
+    backbone = AutoModel.from_pretrained(folder)
+    provenance = json.loads((folder / PROVENANCE_FILE).read_text())
+    arch = provenance["architecture"]
+    model = ContrastiveModel(backbone, backbone.config.hidden_sizes[-1], arch["projection_dim"], arch["method"])
+    head = load_file(str(folder / HEAD_FILE))
+    model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **head})
+    return model

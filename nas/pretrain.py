@@ -1,0 +1,252 @@
+"""Full self-supervised pretraining of an exported model on Ray Train (``TorchTrainer``, DDP).
+
+The same objective as the proxy, at full length: gloo on CPU, NCCL and bf16 autocast on GPU. Rank 0 writes a
+checkpoint (weights, optimizer, step, loss history) every ``checkpoint_every`` steps; starting again with the
+same output folder and ``--resume`` continues from the latest one (Ray Train resumes a run of the same name
+and storage path). The result is a save_pretrained folder plus the loss curve as a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.export import HEAD_FILE, PROVENANCE_FILE, RECIPE_FILE, ExportError, load_exported_model, read_export
+
+RUN_NAME = "pretrain"
+PROGRESS_FILE = "progress.json"
+
+
+class PretrainError(ExportError):
+    """Full pretraining cannot start or continue (the message says what to do)."""
+
+
+def run_pretraining(folder: Path, out: Path, data_source: str | None = None, max_steps: int | None = None,
+                    workers: int | None = None, gpus_per_worker: float | None = None, resume: bool = False,
+                    progress: bool = True) -> Path:
+    """Pretrain the export in ``folder``; writes ``out/model`` (save_pretrained) and ``out/loss_curve.png``."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from nas.controller.run import ensure_ray
+    from nas.data.prepare import prepare_data
+    from nas.proxies.registry import TASKS
+    from nas.space import SpaceError, apply_overrides, parse_space
+
+    folder, out = Path(folder).resolve(), Path(out).resolve()
+    recipe, provenance = read_export(folder)
+    run_dir = out / "ray" / RUN_NAME
+    if run_dir.exists() and not resume:
+        raise PretrainError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
+    if resume and not run_dir.exists():
+        raise PretrainError(f"nothing to resume in {out}; run without --resume first")
+    recipe = {**recipe, **{k: v for k, v in {"max_steps": max_steps, "workers": workers}.items() if v is not None}}
+    resources = dict(recipe.get("resources_per_worker") or {"cpu": 1, "gpu": 0})
+    if gpus_per_worker is not None:
+        resources["gpu"] = gpus_per_worker
+    if int(recipe["max_steps"]) < 1 or int(recipe["workers"]) < 1:
+        raise PretrainError("max_steps and workers must be at least 1")
+
+    raw = yaml.safe_load(provenance["space"])
+    if data_source:
+        raw = apply_overrides(raw, {"data.source": data_source})
+    try:
+        space = parse_space(raw, str(folder), check_data=True, check_satisfiable=False)
+    except SpaceError as error:
+        raise PretrainError(f"the recipe's data is not usable: {error}") from None
+    data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
+
+    out.mkdir(parents=True, exist_ok=True)
+    ensure_ray()
+    config = {"export": str(folder), "space_raw": raw, "recipe": recipe, "data": ray.put(data),
+              "progress_file": str(out / PROGRESS_FILE)}
+    use_gpu = float(resources.get("gpu", 0)) > 0
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=int(recipe["workers"]), use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": float(resources.get("cpu", 1)),
+                                                           **({"GPU": float(resources["gpu"])} if use_gpu else {})}),
+        run_config=RunConfig(name=RUN_NAME, storage_path=str(out / "ray"),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    watcher = _ProgressWatcher(out / PROGRESS_FILE, int(recipe["max_steps"]), enabled=progress)
+    watcher.start()
+    try:
+        result = trainer.fit()
+    finally:
+        watcher.stop()
+    if result.checkpoint is None:
+        raise PretrainError(f"training ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as checkpoint:
+        return _write_outputs(folder, out, Path(checkpoint), space.family, provenance, recipe)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from nas.models.weights import load_weights, save_weights
+    from nas.proxies.loop import lr_factor, make_optimizer
+    from nas.proxies.base import move
+    from nas.proxies.registry import get_proxy
+    from nas.space import parse_space
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    recipe = config["recipe"]
+    space = parse_space(config["space_raw"], check_data=False, check_satisfiable=False)
+    data = ray.get(config["data"]) if isinstance(config["data"], ray.ObjectRef) else config["data"]
+    model = load_exported_model(Path(config["export"]), space.family)
+    hp = {k: recipe[k] for k in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")}
+    start, history = 0, []
+    checkpoint = ray.train.get_checkpoint()
+    optimizer_state = None
+    if checkpoint:
+        with checkpoint.as_directory() as folder:
+            load_weights(model, folder)
+            state = json.loads((Path(folder) / "state.json").read_text())
+            start, history = state["step"], state["history"]
+            optimizer_state = torch.load(Path(folder) / "optimizer.pt", weights_only=True)
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"])
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    proxy = get_proxy(space.task)(data, space.data_shape, hp, eval_batches=1)
+    unwrapped = model.module if hasattr(model, "module") else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    max_steps, seed = int(recipe["max_steps"]), int(recipe.get("seed", 0))
+    log_every = max(1, min(int(recipe.get("log_every", 50)), max_steps // 10))  # short runs still get a curve
+    # Each rank draws its own batches; the stream is keyed by the step it starts from, so a resume continues it.
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + rank * 7919 + start)
+    running, count = 0.0, 0
+    for step in range(start, max_steps):
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1))
+        batch = move(proxy.train_batch(generator), device)
+        with autocast:
+            loss = proxy.loss(model if space.family != "cnn" else _ddp_contrastive(model), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+        running, count = running + float(loss.detach()), count + 1
+        done = step + 1
+        if done % log_every == 0 or done == max_steps or done % int(recipe["checkpoint_every"]) == 0:
+            mean = torch.tensor([running / count], device=device)
+            if world > 1 and dist.is_initialized():
+                dist.all_reduce(mean)
+                mean /= world
+            history.append({"step": done, "loss": float(mean.item())})
+            running, count = 0.0, 0
+            metrics = {"step": done, "loss": history[-1]["loss"], "resumed_from": start}
+            if rank == 0:
+                _write_progress(config["progress_file"], metrics, max_steps)
+            if done % int(recipe["checkpoint_every"]) == 0 or done == max_steps:
+                with tempfile.TemporaryDirectory() as folder:
+                    if rank == 0:
+                        save_weights(unwrapped, folder)
+                        torch.save(optimizer.state_dict(), Path(folder) / "optimizer.pt")
+                        (Path(folder) / "state.json").write_text(json.dumps({"step": done, "history": history}))
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+            else:
+                ray.train.report(metrics)
+
+
+def _ddp_contrastive(model):
+    """Contrastive proxies call ``model.method``; under DDP that attribute lives on the wrapped module."""
+    if hasattr(model, "module") and not hasattr(model, "method"):
+        model.method = model.module.method
+    return model
+
+
+def _write_progress(path: str, metrics: dict[str, Any], max_steps: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump({**metrics, "max_steps": max_steps, "time": time.time()}, handle)
+    os.replace(tmp, path)
+
+
+class _ProgressWatcher:
+    """A tqdm bar on the driver, fed by the progress file rank 0 writes (Ray Train's controller runs elsewhere)."""
+
+    def __init__(self, path: Path, total: int, enabled: bool):
+        self.path, self.total, self.enabled = path, total, enabled
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.total, unit="step", desc="pretrain", dynamic_ncols=True) as bar:
+            while not self._stop.wait(1.0):
+                try:
+                    state = json.loads(self.path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    continue
+                bar.n = state["step"]
+                bar.set_postfix_str(f"loss {state['loss']:.4g}" + (f" | resumed at {state['resumed_from']}" if state.get("resumed_from") else ""))
+
+
+def _write_outputs(folder: Path, out: Path, checkpoint: Path, family: str, provenance: dict, recipe: dict) -> Path:
+    """out/model: the pretrained save_pretrained folder (+ tokenizer / processor, provenance); the loss curve."""
+    from nas.models.weights import load_weights
+
+    model = load_exported_model(folder, family)
+    load_weights(model, checkpoint)
+    target = out / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    (model.backbone if family == "cnn" else model).save_pretrained(target)
+    for item in folder.iterdir():  # tokenizer or image processor files, the recipe
+        if item.is_file() and item.name not in ("config.json", "model.safetensors", PROVENANCE_FILE, HEAD_FILE):
+            shutil.copy2(item, target / item.name)
+    if family == "cnn":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+                  str(target / HEAD_FILE))
+    state = json.loads((checkpoint / "state.json").read_text())
+    (target / PROVENANCE_FILE).write_text(json.dumps({**provenance, "pretraining": {
+        "steps": state["step"], "recipe": recipe, "history": state["history"]}}, indent=2, default=str) + "\n")
+    _plot_loss(state["history"], out / "loss_curve.png")
+    return target
+
+
+def _plot_loss(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o", markersize=2)
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss (mean over workers)")
+    axis.set_title("full pretraining")
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)

@@ -1,0 +1,111 @@
+"""Full pretraining of an export on Ray Train: DDP on 2 CPU workers, checkpoints, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from nas.controller import run_study
+from nas.export import RECIPE_FILE, ExportError, export_trial, load_trial
+from nas.pretrain import PretrainError, run_pretraining
+from nas.space import load_space
+from tests.conftest import SPACES
+
+pytestmark = pytest.mark.ray
+
+TEXT = ["search.trials=1", "search.concurrency=1", "search.scheduler=none", "proxy.steps=6", "proxy.eval_every=3",
+        "proxy.eval_batches=1", "data.max_samples=300", "data.vocab_size=256", "architecture.num_layers=1",
+        "architecture.hidden_size=32", "architecture.block=bert", "hyperparameters.lr=3.0e-3"]
+
+
+@pytest.fixture(scope="module")
+def exported(ray_cluster, tmp_path_factory):
+    home = tmp_path_factory.mktemp("pretrain_home")
+    old = os.environ.get("NAS_HOME")
+    os.environ["NAS_HOME"] = str(home)
+    url = f"sqlite:///{home / 'nas.db'}"
+    try:
+        assert run_study(load_space(SPACES / "text-mlm-tiny.yaml", TEXT), "pre", url, progress=False).status == "succeeded"
+        yield export_trial(load_trial(url, "pre"), home / "export"), home
+    finally:
+        if old is None:
+            os.environ.pop("NAS_HOME", None)
+        else:
+            os.environ["NAS_HOME"] = old
+
+
+def history_of(model_folder) -> list[dict]:
+    return json.loads((model_folder / "nas_provenance.json").read_text())["pretraining"]["history"]
+
+
+def test_pretrain__two_cpu_workers_lower_the_loss_and_write_a_loadable_folder(exported, tmp_path, monkeypatch):
+    folder, home = exported
+    monkeypatch.setenv("NAS_HOME", str(home))
+    model = run_pretraining(folder, tmp_path / "out", max_steps=30, workers=2, progress=False)
+    history = history_of(model)
+    assert history[-1]["step"] == 30 and len(history) >= 4
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 1000
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    assert AutoModelForMaskedLM.from_pretrained(model).config.num_hidden_layers == 1
+    assert AutoTokenizer.from_pretrained(model).mask_token == "[MASK]"
+
+
+def test_pretrain__resumes_from_the_last_checkpoint_after_a_kill(exported, tmp_path, monkeypatch):
+    folder, home = exported
+    monkeypatch.setenv("NAS_HOME", str(home))
+    copy = tmp_path / "export"
+    copy.mkdir()
+    for item in folder.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    recipe = yaml.safe_load((copy / RECIPE_FILE).read_text())
+    recipe.update(checkpoint_every=5, log_every=5, max_steps=100_000)  # a person may edit the recipe
+    (copy / RECIPE_FILE).write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "nas", "pretrain", str(copy), "--out", str(out), "--workers", "1",
+                                "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / "ray" / "pretrain").glob("checkpoint_*")):
+            assert process.poll() is None, "pretraining stopped before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(1)
+        time.sleep(1)  # let the checkpoint finish registering
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    with pytest.raises(PretrainError, match="--resume"):
+        run_pretraining(copy, out, max_steps=25, workers=1, progress=False)
+    model = run_pretraining(copy, out, max_steps=25, workers=1, resume=True, progress=False)
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["resumed_from"] >= 5 and progress["resumed_from"] % 5 == 0
+    history = history_of(model)
+    assert history[-1]["step"] == 25
+    assert [h["step"] for h in history if h["step"] <= progress["resumed_from"]]  # the history before the kill is kept
+
+
+def test_pretrain__missing_or_foreign_folders_get_clear_errors(tmp_path):
+    with pytest.raises(ExportError, match="is not a folder"):
+        run_pretraining(tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "config.json").write_text("{}")
+    with pytest.raises(ExportError, match="not an `nas export` folder"):
+        run_pretraining(tmp_path / "foreign", tmp_path / "out")
+    result = subprocess.run([sys.executable, "-m", "nas", "pretrain", str(tmp_path / "foreign")], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "not an `nas export` folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pretrain__resume_without_a_run_is_refused(exported, tmp_path):
+    folder, _ = exported
+    with pytest.raises(PretrainError, match="nothing to resume"):
+        run_pretraining(folder, tmp_path / "out", resume=True)
