@@ -152,7 +152,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if world > 1 and dist.is_initialized():
                 dist.all_reduce(mean)
                 mean /= world
-            history.append({"step": done, "loss": float(mean.item())})
+            history.append({"step": done, "loss": float(mean.item()), "time": time.time()})
             running, count = 0.0, 0
             metrics = {"step": done, "loss": history[-1]["loss"], "resumed_from": start}
             if rank == 0:
