@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -25,9 +26,18 @@ def nas_home(tmp_path_factory, monkeypatch):
     return home
 
 
-@pytest.fixture(scope="session")
-def shared_nas_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("shared_home")
+@contextlib.contextmanager
+def nas_home_set_to(path: Path):
+    """NAS_HOME for a module-scoped fixture (monkeypatch is function-scoped), restored afterwards."""
+    old = os.environ.get("NAS_HOME")
+    os.environ["NAS_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("NAS_HOME", None)
+        else:
+            os.environ["NAS_HOME"] = old
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from nas.export import PROVENANCE_FILE, RECIPE_FILE, ExportError, export_trial, 
 from nas.models import get_family
 from nas.models.weights import load_weights
 from nas.space import load_space
-from tests.conftest import SPACES
+from tests.conftest import SPACES, nas_home_set_to
 
 pytestmark = pytest.mark.ray
 
@@ -31,22 +31,12 @@ SEARCHES = {
 @pytest.fixture(scope="module")
 def searched(ray_cluster, tmp_path_factory):
     """One finished one-trial study per family, in one SQLite file."""
-    import os
-
-    home = tmp_path_factory.mktemp("export_home")
-    old = os.environ.get("NAS_HOME")
-    os.environ["NAS_HOME"] = str(home)
-    url = f"sqlite:///{home / 'nas.db'}"
-    try:
+    with nas_home_set_to(tmp_path_factory.mktemp("export_home")) as home:
+        url = f"sqlite:///{home / 'nas.db'}"
         for family, (space_name, overrides) in SEARCHES.items():
             outcome = run_study(load_space(SPACES / f"{space_name}.yaml", overrides), f"export-{family}", url, progress=False)
             assert outcome.status == "succeeded"
         yield url, home
-    finally:
-        if old is None:
-            os.environ.pop("NAS_HOME", None)
-        else:
-            os.environ["NAS_HOME"] = old
 
 
 def example_input(family: str, folder) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from nas.controller import run_study
 from nas.export import RECIPE_FILE, ExportError, export_trial, load_trial
 from nas.pretrain import PretrainError, run_pretraining
 from nas.space import load_space
-from tests.conftest import SPACES
+from tests.conftest import SPACES, nas_home_set_to
 
 pytestmark = pytest.mark.ray
 
@@ -27,18 +27,10 @@ TEXT = ["search.trials=1", "search.concurrency=1", "search.scheduler=none", "pro
 
 @pytest.fixture(scope="module")
 def exported(ray_cluster, tmp_path_factory):
-    home = tmp_path_factory.mktemp("pretrain_home")
-    old = os.environ.get("NAS_HOME")
-    os.environ["NAS_HOME"] = str(home)
-    url = f"sqlite:///{home / 'nas.db'}"
-    try:
+    with nas_home_set_to(tmp_path_factory.mktemp("pretrain_home")) as home:
+        url = f"sqlite:///{home / 'nas.db'}"
         assert run_study(load_space(SPACES / "text-mlm-tiny.yaml", TEXT), "pre", url, progress=False).status == "succeeded"
         yield export_trial(load_trial(url, "pre"), home / "export"), home
-    finally:
-        if old is None:
-            os.environ.pop("NAS_HOME", None)
-        else:
-            os.environ["NAS_HOME"] = old
 
 
 def history_of(model_folder) -> list[dict]:
