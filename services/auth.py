@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -46,11 +47,26 @@ def create_token(url: str, name: str, is_admin: bool = False) -> str:
 
 
 def resolve_token(url: str, token: str | None) -> Principal | None:
+    """The principal of a valid token. Valid tokens are remembered for CACHE_SECONDS, so a busy client costs
+    one database look-up per few seconds, not one per request (a revoked token works that much longer)."""
     if not token:
         return None
     bootstrap = os.environ.get("NAS_ADMIN_TOKEN")
     if bootstrap and hmac.compare_digest(token.encode(), bootstrap.encode()):
         return Principal(BOOTSTRAP_ADMIN, is_admin=True)
+    key = (url, hash_token(token))
+    cached = _valid_tokens.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
     with session_scope(url) as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token), ApiToken.revoked.is_(False)))
-        return Principal(row.name, row.is_admin) if row else None
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == key[1], ApiToken.revoked.is_(False)))
+        principal = Principal(row.name, row.is_admin) if row else None
+    if principal is not None:
+        if len(_valid_tokens) > 4096:
+            _valid_tokens.clear()
+        _valid_tokens[key] = (time.monotonic() + CACHE_SECONDS, principal)
+    return principal
+
+
+CACHE_SECONDS = 5.0
+_valid_tokens: dict[tuple[str, str], tuple[float, Principal]] = {}
