@@ -19,6 +19,7 @@ HEADLINES = {
     "proxy_overhead": ("ratio", ">= 0.95"),
     "search_overhead": ("efficiency", ">= 0.85"),
     "mfu": ("mfu", "record (bare transformers loop ~0.36)"),
+    "api_load": ("p99_ms", "< 50 ms, 0 errors"),
 }
 
 

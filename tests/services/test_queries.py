@@ -1,5 +1,6 @@
 """services.api.queries against Optuna's own view of the same study: counts, best trials (and their cache),
-pages and trial bodies, on SQLite and PostgreSQL, with and without migration 0003's partial index."""
+pages and trial bodies, on SQLite and PostgreSQL, without migration 0003's partial index (a new database:
+ensure_schema runs our migrations before Optuna creates its tables) and with it."""
 
 from __future__ import annotations
 
@@ -79,18 +80,18 @@ def test_a_better_trial_replaces_the_cached_best(url):
     assert best.number == running.number == study.best_trial.number
 
 
-def test_migration_0003_adds_the_partial_index_once_optunas_tables_exist(tmp_path):
+def test_migration_0003_adds_the_partial_index_once_optunas_tables_exist(url):
     from sqlalchemy import inspect
 
     from nas.store.db import get_engine
 
-    url = f"sqlite:///{tmp_path / 'm.db'}"
     optuna_storage(url)  # Optuna's tables first, then ours
     upgrade(url)
     upgrade(url)
     names = [index["name"] for index in inspect(get_engine(url)).get_indexes("trial_user_attributes")]
-    assert names.count("ix_nas_trial_user_attributes_marked") == 1
+    assert names.count(queries.MARKS_INDEX) == 1
     study, study_id = seeded(url, "after")  # Optuna writes through it as before
     with session_scope(url) as session:
-        assert queries.trial_counts(session, study_id, 10).infeasible == 1
+        counts = queries.trial_counts(session, study_id, 10)  # the join over the partial index
+    assert (counts.pruned, counts.infeasible, counts.failed, counts.lost) == (1, 1, 1, 1)
     assert optuna.load_study(study_name="after", storage=optuna_storage(url)).best_trial.number == 1
