@@ -38,10 +38,15 @@ def get_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+@lru_cache(maxsize=16)
+def _session_factory(url: str) -> sessionmaker:
+    return sessionmaker(get_engine(url), expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
-    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    session = _session_factory(url)()
     try:
         yield session
         session.commit()
@@ -53,8 +58,15 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def upgrade(url: str) -> None:
-    """``alembic upgrade head`` for the service tables (idempotent)."""
+    """Optuna's tables, then ``alembic upgrade head`` for the service tables (idempotent).
+
+    Optuna's come first because a migration indexes one of them (0003).
+    """
     from alembic import command
+
+    from nas.controller.run import optuna_storage
+
+    optuna_storage(url)
     from alembic.config import Config
 
     config = Config()
@@ -65,9 +77,4 @@ def upgrade(url: str) -> None:
         command.upgrade(config, "head")
 
 
-def ensure_schema(url: str) -> None:
-    """Both schemas in place: the service tables (Alembic) and Optuna's (created by its RDBStorage)."""
-    upgrade(url)
-    from nas.controller.run import optuna_storage
-
-    optuna_storage(url)
+ensure_schema = upgrade  # both schemas: Optuna's tables and the service's migrations

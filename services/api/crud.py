@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -83,9 +84,15 @@ def get_study(session: Session, principal: Principal, study_id: int) -> Study | 
 
 
 def objectives_of(row: Study) -> list[str]:
-    raw = yaml.safe_load(row.spec) or {}
+    return list(_objectives_of_spec(row.spec))
+
+
+@lru_cache(maxsize=1024)
+def _objectives_of_spec(spec: str) -> tuple[str, ...]:
+    """Parsing a spec costs milliseconds; the same spec is asked for on every status request."""
+    raw = yaml.load(spec, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     objectives = raw.get("objectives", ["val_loss"])
-    return [objectives] if isinstance(objectives, str) else list(objectives)
+    return (objectives,) if isinstance(objectives, str) else tuple(objectives)
 
 
 def study_public(session: Session, row: Study) -> StudyPublic:
