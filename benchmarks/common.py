@@ -20,6 +20,7 @@ HEADLINES = {
     "search_overhead": ("efficiency", ">= 0.85"),
     "mfu": ("mfu", "record (bare transformers loop ~0.36)"),
     "api_load": ("p99_ms", "< 50 ms, 0 errors"),
+    "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
 }
 
 
