@@ -6,5 +6,5 @@ COPY pyproject.toml README.md ./
 COPY nas ./nas
 COPY services ./services
 COPY search_spaces ./search_spaces
-RUN pip install --no-cache-dir -e '.[postgres,service]'
+RUN pip install --no-cache-dir -e '.[postgres]'
 ENV NAS_HOME=/data/nas NAS_SPACES_DIR=/app/search_spaces

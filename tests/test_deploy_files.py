@@ -40,4 +40,4 @@ def test_compose__every_nas_service_points_at_postgres_and_ray():
 
 def test_dockerfile__installs_the_package_with_its_service_extras():
     text = (REPO / "Dockerfile").read_text()
-    assert "pip install" in text and "service" in text and "COPY nas" in text and "COPY services" in text
+    assert "pip install" in text and "postgres" in text and "COPY nas" in text and "COPY services" in text
