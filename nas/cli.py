@@ -131,9 +131,9 @@ def cmd_spaces_list(args: argparse.Namespace) -> int:
             rows.append((path.stem, "-", "-", "-", "INVALID", str(error).splitlines()[0]))
             continue
         rows.append((space.name, space.family, space.task, str(space.search.trials), _size_text(space), space.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths)) + "  " + row[5])
+    from nas.tables import format_table
+
+    print(format_table(rows))
     return EXIT_OK
 
 
@@ -147,9 +147,9 @@ def cmd_studies_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     table = [("name", "space", "status", "trials", "created")]
     table += [(r.name, r.space_name, r.status, str(r.trials), f"{r.created_at:%Y-%m-%d %H:%M}") for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(5)]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    from nas.tables import format_table
+
+    print(format_table(table))
     return EXIT_OK
 
 

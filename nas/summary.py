@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.controller.progress import trial_counts
+from nas.tables import format_table
 
 
 def best_trials(study: optuna.Study, limit: int = 5) -> list[FrozenTrial]:
@@ -45,10 +46,7 @@ def trials_table(trials: list[FrozenTrial], family: str) -> str:
         rows.append([str(trial.number), _number(attrs.get("val_loss")), _number(attrs.get("params")),
                      _number(attrs.get("flops")), _number(attrs.get("latency_ms")), _number(attrs.get("knn_accuracy")),
                      describe(attrs["architecture"]) if "architecture" in attrs else "-"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows, rule=True)
 
 
 def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
