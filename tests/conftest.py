@@ -60,11 +60,13 @@ def postgres_url():
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
+    from nas.controller.run import optuna_storage
     from nas.store.db import _session_factory, get_engine, normalise_url
 
     get_engine(normalise_url(f"{base}/{name}")).dispose()
     get_engine.cache_clear()
     _session_factory.cache_clear()
+    optuna_storage.cache_clear()
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -7,6 +7,7 @@ in step: running -> succeeded / failed / interrupted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -44,7 +45,9 @@ def check_study_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=16)
 def optuna_storage(url: str):
+    """One Optuna ``RDBStorage`` per database URL and process (it is thread-safe, and each one holds a pool)."""
     import optuna
 
     from nas.store.db import normalise_url
