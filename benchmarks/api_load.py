@@ -57,9 +57,6 @@ def main() -> None:
     parser.add_argument("--floor", type=float, default=5.0, help="seconds of GET /healthz under the same clients (0: skip)")
     parser.add_argument("--postgres", default=os.environ.get("NAS_BENCH_POSTGRES", POSTGRES_ADMIN),
                         help="an admin URL; a nas_bench_<random> database is created beside it and dropped")
-    parser.add_argument("--optuna-first", action="store_true",
-                        help="create Optuna's tables before ensure_schema, so migration 0003's partial index exists "
-                             "(ensure_schema runs `alembic upgrade head` first, which skips it on a new database)")
     parser.add_argument("--no-record", action="store_true", help="print the results, write nothing")
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # internal: one server process
     parser.add_argument("--ready-dir", help=argparse.SUPPRESS)
@@ -77,10 +74,6 @@ def main() -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
     servers: list[subprocess.Popen] = []
     try:
-        if args.optuna_first:
-            from nas.controller.run import optuna_storage
-
-            optuna_storage(url)
         study_id, seeding = seed(url, args.trials, args.add_trials)
         contrast = optuna_contrast(url)
         from services.auth import create_token
@@ -246,14 +239,14 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     from nas.controller.run import optuna_storage
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
-    from nas.store.db import ensure_schema, session_scope
-    from nas.store.models import Study, utcnow
+    from nas.store.db import session_scope, upgrade
+    from nas.store.models import utcnow
     from services.api.crud import create_study
     from services.api.schemas import StudyCreate
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     began = time.perf_counter()
-    ensure_schema(url)
+    upgrade(url)
     overrides = {"search.trials": count}
     space = load_space(spaces_dir() / "text-mlm-tiny.yaml", overrides)
     with session_scope(url) as session:

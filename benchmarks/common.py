@@ -24,6 +24,21 @@ HEADLINES = {
 }
 
 
+def fixed_text_candidate(space_name: str, overrides: list[str], lr: float):
+    """(space, prepared data, candidate) for a shipped text space whose overrides fix the architecture."""
+    import dataclasses
+    import random
+
+    from nas.data.prepare import prepare_data
+    from nas.space import load_space
+    from nas.space.shipped import spaces_dir
+
+    space = load_space(spaces_dir() / f"{space_name}.yaml", overrides)
+    data = prepare_data(space.data, "text", space.data_shape.channels)
+    candidate = space.sample_random(random.Random(0))
+    return space, data, dataclasses.replace(candidate, hyperparameters={**candidate.hyperparameters, "lr": lr})
+
+
 def machine() -> dict:
     import torch
 

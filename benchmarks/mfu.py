@@ -9,18 +9,13 @@ the step rate comes from the project's own loop (``run_proxy`` throughput). Keys
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import random
 import time
 
 import torch
 
-from common import record
-from nas.data.prepare import prepare_data
+from common import fixed_text_candidate, record
 from nas.models import get_family
 from nas.proxies.loop import build_proxy, run_proxy
-from nas.space import load_space
-from nas.space.shipped import spaces_dir
 
 # The median of text-mlm-small's ranges: layers 2-12 -> 7, hidden {128..768} -> 384, heads -> 8, ffn -> 3.
 MEDIAN = ["architecture.block=bert", "architecture.num_layers=7", "architecture.hidden_size=384",
@@ -41,12 +36,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    space = load_space(spaces_dir() / "text-mlm-small.yaml", MEDIAN + [
+    space, data, candidate = fixed_text_candidate("text-mlm-small", MEDIAN + [
         f"proxy.steps={args.steps}", f"proxy.eval_every={args.steps}", "proxy.eval_batches=1",
-        f"proxy.batch_size={args.batch_size}", "data.max_samples=3000"])
-    data = prepare_data(space.data, "text", space.data_shape.channels)
-    candidate = space.sample_random(random.Random(0))
-    candidate = dataclasses.replace(candidate, hyperparameters={**candidate.hyperparameters, "lr": 3e-4})
+        f"proxy.batch_size={args.batch_size}", "data.max_samples=3000"], lr=3e-4)
 
     from torch.utils.flop_counter import FlopCounterMode
 

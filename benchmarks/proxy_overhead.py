@@ -9,19 +9,14 @@ set-up or evaluation: the project side reports that as ``throughput``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import random
 import statistics
 import time
 
 import torch
 
-from common import record
-from nas.data.prepare import prepare_data
+from common import fixed_text_candidate, record
 from nas.models import get_family
 from nas.proxies.loop import run_proxy
-from nas.space import load_space
-from nas.space.shipped import spaces_dir
 
 ARCH = ["architecture.block=bert", "architecture.num_layers=2", "architecture.hidden_size=128",
         "architecture.num_heads=4", "architecture.ffn_ratio=4", "architecture.activation=gelu"]
@@ -53,12 +48,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    space = load_space(spaces_dir() / "text-mlm-tiny.yaml", ARCH + [
+    space, data, candidate = fixed_text_candidate("text-mlm-tiny", ARCH + [
         f"proxy.steps={args.steps}", f"proxy.eval_every={args.steps}", "proxy.eval_batches=1",
-        f"proxy.batch_size={args.batch_size}", "data.max_samples=2000"])
-    data = prepare_data(space.data, "text", space.data_shape.channels)
-    candidate = space.sample_random(random.Random(0))
-    candidate = dataclasses.replace(candidate, hyperparameters={**candidate.hyperparameters, "lr": 1e-3})
+        f"proxy.batch_size={args.batch_size}", "data.max_samples=2000"], lr=1e-3)
     family = get_family(space.family)
     project, bare = [], []
     for _ in range(args.rounds):  # alternate, so drift in the machine's speed hits both sides alike

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from nas.export import HEAD_FILE, PROVENANCE_FILE, RECIPE_FILE, ExportError, load_exported_model, read_export
+from nas.export import HEAD_FILE, PROVENANCE_FILE, ExportError, load_exported_model, read_export
 
 RUN_NAME = "pretrain"
 PROGRESS_FILE = "progress.json"
@@ -101,7 +101,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     from nas.models.weights import load_weights, save_weights
     from nas.proxies.loop import lr_factor, make_optimizer
-    from nas.proxies.base import move
+    from nas.proxies.base import move, unwrap
     from nas.proxies.registry import get_proxy
     from nas.space import parse_space
 
@@ -127,7 +127,7 @@ def train_loop(config: dict[str, Any]) -> None:
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     proxy = get_proxy(space.task)(data, space.data_shape, hp, eval_batches=1)
-    unwrapped = model.module if hasattr(model, "module") else model
+    unwrapped = unwrap(model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     max_steps, seed = int(recipe["max_steps"]), int(recipe.get("seed", 0))
     log_every = max(1, min(int(recipe.get("log_every", 50)), max_steps // 10))  # short runs still get a curve
@@ -140,7 +140,7 @@ def train_loop(config: dict[str, Any]) -> None:
             group["lr"] = hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1))
         batch = move(proxy.train_batch(generator), device)
         with autocast:
-            loss = proxy.loss(model if space.family != "cnn" else _ddp_contrastive(model), batch)
+            loss = proxy.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
@@ -166,13 +166,6 @@ def train_loop(config: dict[str, Any]) -> None:
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
             else:
                 ray.train.report(metrics)
-
-
-def _ddp_contrastive(model):
-    """Contrastive proxies call ``model.method``; under DDP that attribute lives on the wrapped module."""
-    if hasattr(model, "module") and not hasattr(model, "method"):
-        model.method = model.module.method
-    return model
 
 
 def _write_progress(path: str, metrics: dict[str, Any], max_steps: int) -> None:

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from datetime import timedelta
 
@@ -61,7 +60,7 @@ class StudyRunner:
     def run_forever(self, max_studies: int | None = None, exit_when_idle: bool = False) -> int:
         """Claim and run studies until stopped (or ``max_studies`` ran, or, if asked, nothing is queued)."""
         upgrade(self.url)
-        self._register()
+        self._beat(None)  # register this runner
         done = 0
         try:
             while not self._stop.is_set() and (max_studies is None or done < max_studies):
@@ -144,9 +143,6 @@ class StudyRunner:
                 return False
             study.lease_expires_at = now + timedelta(seconds=self.lease_s)
             return True
-
-    def _register(self) -> None:
-        self._beat(None)
 
     def _finish(self, study_id: int) -> None:
         with session_scope(self.url) as session:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, SPACES
+from tests.conftest import SPACES
 
 TINY = ["--set", "proxy.steps=10", "--set", "proxy.eval_every=5", "--set", "proxy.eval_batches=2",
         "--set", "data.max_samples=400", "--set", "data.vocab_size=256", "--set", "search.concurrency=1",

@@ -203,7 +203,6 @@ def stopper_for(event: StopFlag):
 
 def _fail_running_trials(url: str, name: str, reason: str) -> int:
     """Mark trials still RUNNING in Optuna as FAIL (a run that stopped leaves none RUNNING). Returns how many."""
-    import optuna
     from optuna.trial import TrialState
 
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.models.base import ArchKey, DataShape, ModelFamily, ParamCount, register_family
+from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
 
 
 def stage_widths(arch: dict[str, Any]) -> list[int]:

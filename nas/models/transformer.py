@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.models.base import ArchKey, DataShape, ModelFamily, ParamCount, register_family
+from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
 
 # Special token ids shared by the tokenizer (nas.data.tokenizer) and every text model config.
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4

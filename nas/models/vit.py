@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nas.models.base import ArchKey, DataShape, ModelFamily, ParamCount, register_family
+from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
 from nas.models.transformer import ENCODER_KEYS, bert_layer_params
 
 

@@ -56,5 +56,10 @@ class Proxy:
         return [val[start:start + self.batch_size] for start in range(0, limit, self.batch_size)]
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model itself, also when DDP wraps it (full pretraining): its config and attributes live there."""
+    return getattr(model, "module", model)
+
+
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}

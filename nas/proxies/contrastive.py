@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nas.proxies.augment import random_view
-from nas.proxies.base import Proxy
+from nas.proxies.base import Proxy, unwrap
 from nas.proxies.losses import nt_xent, simsiam_loss
 
 
@@ -25,7 +25,7 @@ class ContrastiveLearning(Proxy):
     def loss(self, model, batch):
         _, z1, p1 = model(batch["view1"])
         _, z2, p2 = model(batch["view2"])
-        if model.method == "simsiam":
+        if unwrap(model).method == "simsiam":
             return simsiam_loss(p1, z1, p2, z2)
         return nt_xent(z1, z2, self.hp["temperature"])
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from nas.proxies.base import Proxy
+from nas.proxies.base import Proxy, unwrap
 
 
 class MaskedAutoencoding(Proxy):
     task = "mae"
 
     def num_patches(self, model) -> int:
-        config = getattr(model, "module", model).config  # unwrap DDP in full pretraining
+        config = unwrap(model).config
         return (config.image_size // config.patch_size) ** 2
 
     def train_batch(self, generator):

@@ -267,9 +267,7 @@ def parse_space(raw: dict[str, Any], label: str = "<space>", check_data: bool = 
         errors.append(("name", "a non-empty name is required"))
     family_name, task = raw.get("family"), raw.get("task")
     family = None
-    from nas.models.base import FAMILIES
-
-    get_family("transformer")  # make sure the registry is populated
+    from nas.models import FAMILIES  # importing the package registers the built-in families
     if family_name not in FAMILIES:
         errors.append(("family", f"unknown family {family_name!r}; known: {', '.join(FAMILIES.names())}"))
     else:

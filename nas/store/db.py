@@ -75,6 +75,3 @@ def upgrade(url: str) -> None:
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-
-
-ensure_schema = upgrade  # both schemas: Optuna's tables and the service's migrations

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path, get_route_path
 
 from nas import __version__
-from nas.store.db import ensure_schema
+from nas.store.db import upgrade
 from services.api.limits import BodyLimitMiddleware
 from services.api.routes import health, spaces, studies
 from services.api.schemas import ValidationErrorBody
@@ -25,7 +25,7 @@ HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRA
 
 def create_app(settings: Settings | None = None, mount_dashboard: bool = True) -> FastAPI:
     settings = settings or Settings()
-    ensure_schema(settings.database_url)  # `alembic upgrade head` (and Optuna's tables) before the first request
+    upgrade(settings.database_url)  # Optuna's tables and `alembic upgrade head` before the first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -25,7 +25,7 @@ from optuna.storages._rdb.models import (
 )
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from sqlalchemy import Integer, String, and_, any_, bindparam, case, func, inspect, or_, select, true
+from sqlalchemy import Integer, String, and_, any_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -71,30 +71,10 @@ def trial_counts(session: Session, study_id: int | None, budget: int) -> TrialCo
     return counts
 
 
-@lru_cache(maxsize=16)
-def _has_marks_index(bind) -> bool:
-    return any(index["name"] == MARKS_INDEX for index in inspect(bind).get_indexes(TrialUserAttributeModel.__tablename__))
-
-
 def _marked_query(session: Session, study_id: int):
     """(key, count) of the study's infeasible (PRUNED) and lost (FAIL) trials. Only PRUNED trials can be
     infeasible and only FAIL trials lost (the searcher marks them so), so each key is matched to its state.
-
-    With migration 0003's partial index, a join that keeps ``key IN (...)`` reads just the marked attributes
-    (~1 ms for 10,000 trials). Without it, PostgreSQL answered that join by scanning every user attribute of
-    every study (25 ms for one 10,000-trial study, growing with the database), so there each of the study's
-    PRUNED and FAIL trials is probed in Optuna's (trial_id, key) unique index instead (LATERAL ... LIMIT 1,
-    which the planner cannot turn into that scan): ~5 ms here, and bounded by the study, not the database."""
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql" and not _has_marks_index(bind):
-        attr = TrialUserAttributeModel.__table__.alias("mark")
-        probe = (select(attr.c.key)
-                 .where(attr.c.trial_id == TrialModel.trial_id,
-                        attr.c.key == case((TrialModel.state == TrialState.PRUNED, "infeasible"), else_="lost"))
-                 .limit(1).lateral("probe"))
-        return (select(probe.c.key, func.count()).select_from(TrialModel).join(probe, true())
-                .where(TrialModel.study_id == study_id, TrialModel.state.in_((TrialState.PRUNED, TrialState.FAIL)))
-                .group_by(probe.c.key))
+    Migration 0003's partial index keeps this to the marked attributes (~1 ms for 10,000 trials)."""
     return (select(TrialUserAttributeModel.key, func.count())
             .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
             .where(TrialModel.study_id == study_id, TrialUserAttributeModel.key.in_(MARK_KEYS),

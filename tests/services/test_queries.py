@@ -1,6 +1,5 @@
 """services.api.queries against Optuna's own view of the same study: counts, best trials (and their cache),
-pages and trial bodies, on SQLite and PostgreSQL, without migration 0003's partial index (a new database:
-ensure_schema runs our migrations before Optuna creates its tables) and with it."""
+pages and trial bodies, on SQLite and PostgreSQL, with migration 0003's partial index."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState, create_trial
 
 from nas.controller.run import optuna_storage
-from nas.store.db import ensure_schema, session_scope, upgrade
+from nas.store.db import session_scope, upgrade
 from services.api import queries
 
 DISTRIBUTIONS = {"block": CategoricalDistribution(["bert", "modernbert"]), "num_layers": IntDistribution(1, 3),
@@ -25,7 +24,7 @@ def trial(state: TrialState, value: float | None = None, **attrs) -> optuna.tria
 
 def seeded(url: str, name: str = "q") -> tuple[optuna.Study, int]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ensure_schema(url)
+    upgrade(url)
     study = optuna.create_study(storage=optuna_storage(url), study_name=name, direction="minimize")
     study.add_trials([
         trial(TrialState.COMPLETE, 3.0, val_loss=3.0),

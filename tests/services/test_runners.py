@@ -22,9 +22,9 @@ pytestmark = [pytest.mark.ray]
 
 
 def queue_study(url: str, name: str, overrides: dict) -> None:
-    from nas.store.db import ensure_schema
+    from nas.store.db import upgrade
 
-    ensure_schema(url)
+    upgrade(url)
     space = load_space(SPACES / "text-mlm-tiny.yaml", overrides)
     with session_scope(url) as session:
         create_study(session, StudyCreate(space="text-mlm-tiny", name=name, overrides=overrides), space, "alice")

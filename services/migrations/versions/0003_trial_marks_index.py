@@ -9,10 +9,7 @@ Optuna owns the table, so this is additive only: it is created if the table is t
 (inspected first, and IF NOT EXISTS), and skipped when Optuna's tables do not exist yet. Optuna's inserts and
 its own migrations are unaffected (an extra index on a table Optuna alters in place; dropped on downgrade).
 
-Note: ``nas.store.db.ensure_schema`` runs ``alembic upgrade head`` *before* Optuna creates its tables, so on a
-brand-new database this revision is applied while the table is missing and the index is never made. Until
-Optuna's tables are created first there, ``queries.trial_counts`` sees no index and probes each PRUNED or FAIL
-trial in Optuna's (trial_id, key) unique index instead (slower, but bounded by the study).
+``nas.store.db.upgrade`` creates Optuna's tables before it runs the migrations, so the table is there.
 
 Revision ID: 0003
 Revises: 0002
