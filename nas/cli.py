@@ -77,11 +77,53 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.status == "succeeded" else EXIT_INVALID
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Retrain the study's top and random architectures at --factor x the proxy's steps; report rank agreement."""
+    from sqlalchemy.exc import IntegrityError
+
+    from nas.audit.run import AuditError, add_audit_row, plan_audit, report_table, run_audit, write_audit_plot
+    from nas.settings import database_url
+    from nas.store import StudyNotFound, get_study_row, session_scope, set_status
+
+    _quiet_libraries()
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = database_url(args.storage)
+    try:
+        plan, space = plan_audit(url, args.study, args.top, args.random, args.factor)
+        with session_scope(url) as session:
+            name = add_audit_row(session, get_study_row(url, args.study), plan, space, status="running").name
+    except (AuditError, StudyNotFound) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except IntegrityError:
+        print(f"error: another audit of {args.study!r} was created at the same moment; try again", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"audit {name}: {len(plan.trials)} architectures of {args.study}, {space.proxy.steps} steps each "
+          f"({plan.factor:g}x the proxy)")
+    try:
+        outcome = run_audit(url, name, plan, space, progress=not args.no_progress, create_row=False)
+    except AuditError as error:  # e.g. the parent study was deleted meanwhile
+        set_status(url, name, "failed", str(error))
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")  # also before its first trial
+        print(f"\ninterrupted: audit {name} is marked interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print()
+    print(report_table(outcome.report))
+    if args.plots:
+        print(f"wrote {write_audit_plot(outcome.report, Path(args.plots) / 'audit_scatter.png')}")
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_INVALID
+
+
 def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> None:
     import optuna
 
     from nas.controller.run import optuna_storage
-    from nas.store import get_study_row
+    from nas.store import get_study_row, latest_audit_report
     from nas.summary import study_report, write_plots
 
     row = get_study_row(url, name)
@@ -91,9 +133,17 @@ def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> Non
         print(f"study {name}: {row.status} (no trials yet)")
         return
     print(study_report(study, row, limit))
+    audit = latest_audit_report(url, row)
+    if audit is not None:
+        from nas.audit.run import report_table, write_audit_plot
+
+        print()
+        print(report_table(audit))
     if plots is not None:
         for path in write_plots(study, plots):
             print(f"wrote {path}")
+        if audit is not None and audit["finished"]:
+            print(f"wrote {write_audit_plot(audit, plots / 'audit_scatter.png')}")
 
 
 def cmd_spaces_validate(args: argparse.Namespace) -> int:
@@ -310,6 +360,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--top", type=int, default=5, help="how many best trials to list")
     show.add_argument("--plots", metavar="DIR", help="also write optimisation-history / Pareto-front PNGs here")
     show.set_defaults(func=cmd_studies_show)
+
+    audit = commands.add_parser("audit", help="retrain a study's best and random architectures longer; "
+                                              "how well did its proxy rank them?")
+    audit.add_argument("study")
+    audit.add_argument("--top", type=int, default=4, help="how many of the best finished trials (default 4)")
+    audit.add_argument("--random", type=int, default=4, help="how many other finished trials, drawn at random (default 4)")
+    audit.add_argument("--factor", type=float, default=10.0, help="the long run's steps as a multiple of the proxy's (default 10)")
+    audit.add_argument("--plots", metavar="DIR", help="also write the proxy-vs-long-run scatter as a PNG here")
+    audit.add_argument("--storage")
+    audit.add_argument("--no-progress", action="store_true")
+    audit.set_defaults(func=cmd_audit)
 
     serve = commands.add_parser("serve", help="the REST API and dashboard, with one embedded runner")
     serve.add_argument("--host", default="127.0.0.1")

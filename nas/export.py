@@ -169,6 +169,8 @@ def _provenance(space, record: TrialRecord, weights: str) -> dict[str, Any]:
 
 def default_recipe(space, record: TrialRecord) -> dict[str, Any]:
     """Full pretraining: the proxy's objective and data at full length; a person may edit any of it."""
+    from nas.proxies.loop import hidden_lr_scale
+
     hp = record.hyperparameters
     return {
         "family": space.family,
@@ -181,6 +183,7 @@ def default_recipe(space, record: TrialRecord) -> dict[str, Any]:
         "lr": float(hp.get("lr", space.proxy.lr)),
         "warmup_fraction": float(hp.get("warmup_fraction", space.proxy.warmup_fraction)),
         "min_lr_ratio": space.proxy.min_lr_ratio,
+        "hidden_lr_scale": hidden_lr_scale(space, record.architecture),  # proxy.lr_scaling's width rule, kept
         "weight_decay": float(hp.get("weight_decay", space.proxy.weight_decay)),
         "grad_clip": float(hp.get("grad_clip", space.proxy.grad_clip)),
         "mask_prob": float(hp.get("mask_prob", space.proxy.mask_prob)),

@@ -100,7 +100,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from nas.models.weights import load_weights, save_weights
-    from nas.proxies.loop import lr_factor, make_optimizer
+    from nas.proxies.loop import lr_factor, make_optimizer, set_lr
     from nas.proxies.base import move, unwrap
     from nas.proxies.registry import get_proxy
     from nas.space import parse_space
@@ -123,7 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
             optimizer_state = torch.load(Path(folder) / "optimizer.pt", weights_only=True)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"])
+    optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"], float(recipe.get("hidden_lr_scale", 1.0)))
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     proxy = get_proxy(space.task)(data, space.data_shape, hp, eval_batches=1)
@@ -136,8 +136,7 @@ def train_loop(config: dict[str, Any]) -> None:
     running, count = 0.0, 0
     for step in range(start, max_steps):
         model.train()
-        for group in optimizer.param_groups:
-            group["lr"] = hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1))
+        set_lr(optimizer, hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1)))
         batch = move(proxy.train_batch(generator), device)
         with autocast:
             loss = proxy.loss(model, batch)

@@ -36,15 +36,18 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def trials_table(trials: list[FrozenTrial], family: str) -> str:
+def trials_table(trials: list[FrozenTrial], family: str, objectives: list[str] | None = None) -> str:
+    """The trials' figures: the study's objectives first (e.g. predicted_loss), then val_loss and the costs."""
     from nas.models.base import get_family
 
     describe = get_family(family).describe
-    rows = [["#", "val_loss", "params", "FLOPs/sample", "latency ms", "kNN acc", "architecture"]]
+    columns = [*(objectives or ["val_loss"])]
+    columns += [c for c in ("val_loss", "params", "flops", "latency_ms", "knn_accuracy") if c not in columns]
+    titles = {"flops": "FLOPs/sample", "latency_ms": "latency ms", "knn_accuracy": "kNN acc"}
+    rows = [["#", *(titles.get(c, c) for c in columns), "architecture"]]
     for trial in trials:
         attrs = trial.user_attrs
-        rows.append([str(trial.number), _number(attrs.get("val_loss")), _number(attrs.get("params")),
-                     _number(attrs.get("flops")), _number(attrs.get("latency_ms")), _number(attrs.get("knn_accuracy")),
+        rows.append([str(trial.number), *(_number(attrs.get(c)) for c in columns),
                      describe(attrs["architecture"]) if "architecture" in attrs else "-"])
     return format_table(rows, rule=True)
 
@@ -64,7 +67,7 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
     best = best_trials(study, limit)
     if best:
         title = "Pareto front" if len(study.directions) > 1 else "best architectures"
-        lines += ["", title, trials_table(best, row.family)]
+        lines += ["", title, trials_table(best, row.family, study.user_attrs.get("objectives"))]
         lines += ["", f"best trial #{best[0].number}: {best[0].user_attrs.get('architecture')}"]
     return "\n".join(lines)
 
@@ -88,7 +91,7 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
             axes = optuna_plots.plot_pareto_front(study, target_names=names)
             target = out / "pareto_front.png"
         else:
-            axes = optuna_plots.plot_optimization_history(study, target_name="val_loss")
+            axes = optuna_plots.plot_optimization_history(study, target_name=(study.user_attrs.get("objectives") or ["val_loss"])[0])
             target = out / "optimization_history.png"
         axes.figure.savefig(target, dpi=120, bbox_inches="tight")
         plt.close(axes.figure)
@@ -99,7 +102,7 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
             axis.scatter([t.user_attrs.get("params", 0) for t in complete], [t.value for t in complete])
             axis.set_xscale("log")
             axis.set_xlabel("parameters")
-            axis.set_ylabel("val_loss")
+            axis.set_ylabel((study.user_attrs.get("objectives") or ["val_loss"])[0])
             axis.set_title(f"{study.study_name}: loss against size")
             target = out / "loss_vs_params.png"
             figure.savefig(target, dpi=120, bbox_inches="tight")

@@ -98,7 +98,13 @@ class StudyRunner:
 
             raw = apply_overrides(yaml.safe_load(study.spec), {"search.trials": study.trials})
             space = parse_space(raw, study.space_name, check_data=True, check_satisfiable=False)
-            outcome = run_study(space, study.name, self.url, progress=False, create_row=False, stop_event=stop)
+            if study.kind == "audit":
+                from nas.audit.run import AuditPlan, run_audit
+
+                outcome = run_audit(self.url, study.name, AuditPlan.from_json(study.audit_plan), space,
+                                    progress=False, create_row=False, stop_event=stop)
+            else:
+                outcome = run_study(space, study.name, self.url, progress=False, create_row=False, stop_event=stop)
             status = outcome.status
         except KeyboardInterrupt:  # the runner is shutting down: hand the study to the next runner
             set_status(self.url, study.name, "queued", "its runner stopped; queued to resume")

@@ -13,6 +13,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from nas.controller.stopping import StopFlag
@@ -20,7 +21,7 @@ from nas.controller.stopping import StopFlag
 from nas.settings import database_url, nas_home, ray_address
 
 if TYPE_CHECKING:
-    from nas.space.spec import SearchSpace
+    from nas.space.spec import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class StudyOutcome:
     status: str
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    report: dict[str, Any] | None = None  # an audit's rank agreement (nas.audit)
 
 
 def default_study_name(space: SearchSpace) -> str:
@@ -73,12 +75,16 @@ def ensure_ray(num_cpus: int | None = None) -> None:
 
 
 def run_study(space: SearchSpace, study_name: str | None = None, storage_url: str | None = None,
-              progress: bool = True, create_row: bool = True, stop_event: StopFlag | None = None) -> StudyOutcome:
+              progress: bool = True, create_row: bool = True, stop_event: StopFlag | None = None,
+              fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None,
+              before_final_status: Callable[[StudyOutcome], None] | None = None) -> StudyOutcome:
     """Run ``space`` to its trial budget as study ``study_name``; returns its final status and counts.
 
     With ``create_row=False`` the study row exists already (a runner claimed it) and the study resumes:
     trials a dead runner left RUNNING are marked failed, finished trials are kept, and only the rest of the
     budget runs. Setting ``stop_event`` stops the running trials within seconds (status ``cancelled``).
+    ``fixed_candidates`` (candidate, extra user attrs) are trained in order instead of sampled (an audit);
+    ``before_final_status`` sees the outcome before the study row says it has ended.
     """
     from nas.store.studies import create_study_row, set_status
 
@@ -89,7 +95,9 @@ def run_study(space: SearchSpace, study_name: str | None = None, storage_url: st
     else:
         set_status(url, name, "running")
     try:
-        outcome = _run(space, name, url, progress, stop_event or StopFlag())
+        outcome = _run(space, name, url, progress, stop_event or StopFlag(), fixed_candidates)
+        if before_final_status is not None:
+            before_final_status(outcome)
     except KeyboardInterrupt:
         _fail_running_trials(url, name, "interrupted before it finished")
         set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")
@@ -102,7 +110,8 @@ def run_study(space: SearchSpace, study_name: str | None = None, storage_url: st
     return outcome
 
 
-def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: StopFlag) -> StudyOutcome:
+def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: StopFlag,
+         fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None) -> StudyOutcome:
     from ray import tune
 
     from nas.controller.progress import ProgressBar, TrialTracker, trial_counts
@@ -125,7 +134,7 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
     storage = optuna_storage(url)
     sampler = create_sampler(space.search.sampler, space.search.seed, space.multi_objective)
     ray_trials: dict[str, Any] = {}
-    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event)
+    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event, fixed_candidates)
     study = searcher.study
     for key, value in {"space": space.to_yaml(), "family": space.family, "task": space.task,
                        "objectives": list(space.objectives), "data_fingerprint": data.fingerprint,
@@ -134,7 +143,8 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
 
     already = trial_counts(study)
     finished_before = already["complete"] + already["pruned"] + already["failed"]
-    remaining = space.search.trials - finished_before
+    # A fixed list (an audit) already leaves out what finished; lost trials it re-runs still count as failed.
+    remaining = len(fixed_candidates) if fixed_candidates is not None else space.search.trials - finished_before
     if remaining <= 0:
         return _final_outcome(name, study, space, searcher, stop_event)
 
@@ -148,7 +158,10 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=space.search.concurrency, metric="val_loss", mode="min",
+                                    max_concurrent_trials=space.search.concurrency,
+                                    # The scheduler stops trials by the first objective (a loss; the space checks).
+                                    metric=space.objectives[0],
+                                    mode="min" if space.directions[0] == "minimize" else "max",
                                     reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(name=experiment, storage_path=str(nas_home() / "ray_results"), verbose=0,
                                   stop=stopper_for(stop_event),
@@ -174,6 +187,8 @@ def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: S
         return StudyOutcome(name, "failed", counts, searcher.exhausted_reason)
     if stop_event.is_set():
         return StudyOutcome(name, "cancelled", counts, f"cancelled after {finished} of {space.search.trials} trials")
+    if searcher.fixed:
+        return StudyOutcome(name, "interrupted", counts, f"{len(searcher.fixed)} planned trials did not start")
     if finished < space.search.trials and not searcher.exhausted_reason:
         return StudyOutcome(name, "interrupted", counts, f"{finished} of {space.search.trials} trials finished")
     if counts["complete"] == 0:

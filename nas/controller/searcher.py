@@ -19,10 +19,11 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.controller.stopping import StopFlag
-from nas.space.spec import SearchSpace
+from nas.space.spec import Candidate, SearchSpace
 
-METRIC_ATTRS = ("val_loss", "train_loss", "step", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
-                "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy")
+METRIC_ATTRS = ("val_loss", "predicted_loss", "val_curve", "train_loss", "step", "params", "non_embedding_params", "flops",
+                "latency_ms", "throughput", "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy",
+                "zero_cost_grad_norm", "zero_cost_snip", "zero_cost_ms")
 
 
 def error_reason(text: str | None, limit: int = 500) -> str:
@@ -48,8 +49,10 @@ def error_text(ray_trial: Any) -> str | None:
 class CandidateSearcher(OptunaSearch):
     def __init__(self, space: SearchSpace, storage: optuna.storages.BaseStorage, study_name: str,
                  sampler: optuna.samplers.BaseSampler, ray_trials: dict[str, Any],
-                 stop_event: StopFlag | None = None):
+                 stop_event: StopFlag | None = None, fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None):
         self.space = space
+        # Candidates to train in order instead of sampling (an audit), each with extra user attrs to store.
+        self.fixed = list(fixed_candidates) if fixed_candidates is not None else None
         self.stop_event = stop_event or StopFlag()  # set when the study is cancelled
         self.ray_trials = ray_trials  # trial_id -> ray Trial, filled by TrialTracker (for error texts)
         self.exhausted_reason: str | None = None
@@ -74,6 +77,11 @@ class CandidateSearcher(OptunaSearch):
         return self._ot_study
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.fixed is not None:
+            if not self.fixed:
+                return Searcher.FINISHED
+            candidate, attrs = self.fixed.pop(0)
+            return self._start(trial_id, self._ot_study.ask(), candidate, attrs)
         for _ in range(self.space.search.max_infeasible):
             ot_trial = self._ot_study.ask()
             candidate = self.space.suggest(ot_trial)
@@ -83,17 +91,21 @@ class CandidateSearcher(OptunaSearch):
                 ot_trial.set_user_attr("params", candidate.params.total)
                 self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
                 continue
-            for key, value in candidate.to_json().items():
-                ot_trial.set_user_attr(key, value)
-            ot_trial.set_user_attr("ray_trial_id", trial_id)
-            self._ot_trials[trial_id] = ot_trial
-            return {"trial_number": ot_trial.number, "candidate": candidate.to_json()}
+            return self._start(trial_id, ot_trial, candidate)
         self.exhausted_reason = (f"the sampler proposed {self.space.search.max_infeasible} infeasible candidates "
                                  "in a row; loosen the constraints or raise search.max_infeasible")
         return Searcher.FINISHED
 
+    def _start(self, trial_id: str, ot_trial: optuna.Trial, candidate: Candidate,
+               attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record the candidate on its Optuna trial and hand its config to Ray."""
+        for key, value in {**candidate.to_json(), **(attrs or {}), "ray_trial_id": trial_id}.items():
+            ot_trial.set_user_attr(key, value)
+        self._ot_trials[trial_id] = ot_trial
+        return {"trial_number": ot_trial.number, "candidate": candidate.to_json()}
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        value = result.get("val_loss")
+        value = result.get(self.space.objectives[0])
         if isinstance(value, float) and math.isfinite(value):
             super().on_trial_result(trial_id, result)
 
@@ -131,7 +143,7 @@ class CandidateSearcher(OptunaSearch):
     def _report_last(self, ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
         """Ray hands a trial's last result (the one a scheduler stopped it on, or its final one) to
         on_trial_complete only, so record it as the last intermediate value here."""
-        value, step = result.get("val_loss"), result.get("training_iteration")
+        value, step = result.get(self.space.objectives[0]), result.get("training_iteration")
         if not self.space.multi_objective and isinstance(value, float) and math.isfinite(value) and step:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a step reported already is ignored by Optuna with a warning

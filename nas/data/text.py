@@ -2,41 +2,56 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import ast
 import json
-import warnings
+import os
+import platform
+import sysconfig
+from pathlib import Path
 
 from nas.data.sources import Source
+from nas.settings import cache_dir
 
-# Pure-Python standard library modules whose docstrings add prose to the built-in corpus.
-_DOCSTRING_MODULES = (
-    "argparse", "ast", "asyncio", "base64", "bisect", "calendar", "collections", "configparser", "contextlib",
-    "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "email.message", "enum", "fractions",
-    "functools", "heapq", "http.client", "inspect", "ipaddress", "json", "logging", "pathlib", "pickle",
-    "pprint", "random", "shutil", "socket", "statistics", "string", "subprocess", "tarfile", "tempfile",
-    "textwrap", "threading", "typing", "unittest", "urllib.parse", "uuid", "zipfile",
-)
+CORPUS_VERSION = 2  # bump when python_docs() changes what it collects
+_PYTHON_DOCS: list[str] = []  # this process's copy: the corpus is the same for every study on this Python
+
+# Parts of the standard library left out of the built-in corpus: tests, GUI demos, vendored and generated code.
+_SKIPPED_STDLIB_PARTS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3",
+                         "ensurepip", "pydoc_data", "__pycache__"}
 
 
 def python_docs() -> list[str]:
-    """pydoc_data's topic pages plus docstrings of a fixed list of stdlib modules: no download, deterministic."""
+    """pydoc_data's topic pages plus every docstring of the pure-Python standard library (modules, classes,
+    functions), read with ``ast`` (nothing is imported, so nothing runs): no download, deterministic for a
+    given Python. About 2 MB of English prose on programming, cached per Python version under NAS_HOME."""
+    if _PYTHON_DOCS:
+        return list(_PYTHON_DOCS)
+    cache = cache_dir("corpus") / f"python-docs-{platform.python_version()}-v{CORPUS_VERSION}.json"
+    if cache.is_file():
+        _PYTHON_DOCS.extend(json.loads(cache.read_text(encoding="utf-8")))
+        return list(_PYTHON_DOCS)
     from pydoc_data.topics import topics
 
     documents = [topics[key] for key in sorted(topics)]
-    seen = set()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in _DOCSTRING_MODULES:
-            try:
-                module = importlib.import_module(name)
-            except ImportError:
-                continue
-            for obj in [module, *(v for _, v in sorted(vars(module).items()) if inspect.isclass(v) or inspect.isfunction(v))]:
-                doc = inspect.getdoc(obj)
+    seen: set[str] = set()
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(root.rglob("*.py")):
+        if _SKIPPED_STDLIB_PARTS & set(path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
                 if doc and len(doc) > 80 and doc not in seen:
                     seen.add(doc)
                     documents.append(doc)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(documents), encoding="utf-8")
+    tmp.replace(cache)
+    _PYTHON_DOCS.extend(documents)
     return documents
 
 

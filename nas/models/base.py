@@ -83,6 +83,10 @@ class ModelFamily:
         """The transformers config object the built model uses (what ``save_pretrained`` writes)."""
         raise NotImplementedError
 
+    def width(self, arch: dict[str, Any]) -> int:
+        """The width that hidden matrices' fan-in grows with (for ``proxy.lr_scaling: width``)."""
+        return int(arch["hidden_size"])
+
     def describe(self, arch: dict[str, Any]) -> str:
         """A one-line shape, for tables."""
         return ", ".join(f"{k}={v}" for k, v in arch.items())

@@ -117,6 +117,9 @@ class CNNFamily(ModelFamily):
         backbone = ConvNextModel(config) if arch["backbone"] == "convnext" else ResNetModel(config)
         return ContrastiveModel(backbone, stage_widths(arch)[-1], arch["projection_dim"], arch["method"])
 
+    def width(self, arch):
+        return int(arch["base_width"])
+
     def describe(self, arch):
         extra = arch["layer_type"] if arch["backbone"] == "resnet" else f"patch{arch['patch_size']}"
         return (f"{arch['backbone']} {extra} stages={arch['num_stages']} width={arch['base_width']} "

@@ -92,6 +92,7 @@ class TransformerFamily(ModelFamily):
                 cls_token_id=CLS_ID,
                 sep_token_id=SEP_ID,
                 mask_token_id=MASK_ID,
+                sparse_prediction=True,  # the MLM head only at masked positions when labels are given
             )
         from transformers import BertConfig
 

@@ -20,6 +20,8 @@ class ViTFamily(ModelFamily):
         "mask_ratio": ArchKey(float, 0.75, minimum=0.0),
         "norm_pix_loss": ArchKey(bool, False),
     }
+    # The share of patches masked and the pixel normalisation define the loss: 0.5 is an easier task than 0.75.
+    loss_defining_keys = ("mask_ratio", "norm_pix_loss")
     tiny = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "ffn_ratio": 2, "patch_size": 4,
             "decoder_hidden_size": 32, "decoder_num_heads": 4}
 
@@ -72,8 +74,26 @@ class ViTFamily(ModelFamily):
     def build(self, arch, data):
         from transformers import ViTMAEForPreTraining
 
-        return ViTMAEForPreTraining(self.hf_config(arch, data))
+        return with_position_tables(ViTMAEForPreTraining(self.hf_config(arch, data)))
 
     def describe(self, arch):
         return (f"ViT p{arch['patch_size']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
                 f"ffn x{arch['ffn_ratio']:g} dec L{arch['decoder_num_layers']} H{arch['decoder_hidden_size']}")
+
+
+def with_position_tables(model):
+    """Fill ViT-MAE's fixed 2-D sin-cos position tables where transformers left them at zero.
+
+    In transformers 5.x a freshly built ``ViTMAEForPreTraining`` keeps both tables (encoder and decoder) at zero:
+    ``ViTMAEEmbeddings.initialize_weights`` returns early once the patch projection is marked initialised, which
+    it already is. Without positions the decoder cannot tell patches apart and MAE learns only the global mean
+    pixel (a val loss equal to the pixel variance, for every architecture alike). Tables that are set are left
+    as they are, so a fixed transformers release is unaffected.
+    """
+    embeddings, decoder = model.vit.embeddings, model.decoder
+    if not embeddings.position_embeddings.detach().abs().sum():
+        embeddings.patch_embeddings.projection._is_hf_initialized = False
+        embeddings.initialize_weights()
+    if not decoder.decoder_pos_embed.detach().abs().sum():
+        decoder.initialize_weights(embeddings.patch_embeddings.num_patches)
+    return model

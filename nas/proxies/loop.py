@@ -19,8 +19,10 @@ import torch
 from nas.data.prepare import PreparedData
 from nas.models.base import get_family
 from nas.proxies.base import Proxy, move
+from nas.proxies.curves import predict_loss
 from nas.proxies.metrics import encode, flops_per_sample, inference_latency_ms, knn_accuracy, peak_memory_mb
 from nas.proxies.registry import get_proxy
+from nas.proxies.zero_cost import zero_cost_scores
 from nas.space.spec import Candidate, SearchSpace
 
 KNN_TRAIN_LIMIT = 2000
@@ -30,22 +32,56 @@ class TrialFailure(RuntimeError):
     """The candidate cannot be scored (non-finite loss, out of memory); the study goes on without it."""
 
 
-def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float) -> float:
+def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float, schedule: str = "cosine") -> float:
+    """Linear warm-up, then cosine decay to ``min_ratio`` at ``total`` ("cosine") or a flat rate ("constant":
+    a short run ends at the peak rate, where a longer run still is at that step, instead of annealing to zero and
+    scoring a finish the longer run reaches only at its end). Warm-up is a fraction of ``total``, so a run ``k``
+    times longer also warms up ``k`` times longer: the short run is not an exact prefix of it."""
     warmup = int(total * warmup_fraction)
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without decay on biases, norms and embeddings' 1-d params (the usual BERT/GPT grouping)."""
-    decay, no_decay = [], []
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, hidden_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """AdamW without decay on biases, norms and embeddings' 1-d params (the usual BERT/GPT grouping).
+
+    ``hidden_lr_scale`` multiplies the rate of the hidden weight matrices (every matrix or kernel except the
+    embedding tables): the width rule of muP for Adam (Yang et al., 2022, "Tensor Programs V"), so that one
+    ``lr`` suits narrow and wide candidates alike. Each group keeps its multiplier as ``lr_scale``.
+    """
+    embeddings = {id(p) for module in model.modules() if isinstance(module, torch.nn.Embedding) for p in module.parameters()}
+    hidden, tables, vectors = [], [], []
     for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, fused=decay[0].is_cuda if decay else False)
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim < 2:
+            vectors.append(parameter)
+        else:
+            (tables if id(parameter) in embeddings else hidden).append(parameter)
+    groups = [{"params": hidden, "weight_decay": weight_decay, "lr_scale": hidden_lr_scale},
+              {"params": tables, "weight_decay": weight_decay, "lr_scale": 1.0},
+              {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0}]
+    groups = [group for group in groups if group["params"]]
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
+    fused = bool(hidden or tables) and (hidden or tables)[0].is_cuda
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def hidden_lr_scale(space: SearchSpace, architecture: dict[str, Any]) -> float:
+    """``lr_base_width / width`` under ``proxy.lr_scaling: width``, else 1."""
+    if space.proxy.lr_scaling != "width":
+        return 1.0
+    return space.proxy.lr_base_width / get_family(space.family).width(architecture)
 
 
 def pick_device() -> torch.device:
@@ -71,27 +107,27 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
     proxy = build_proxy(space, data, candidate)
     hp, spec = candidate.hyperparameters, space.proxy
 
+    validation = [move(b, device) for b in proxy.validation_batches(space.search.seed)]
     example = proxy.example_input(spec.latency_batch_size)
-    model.eval()
     costs = {
         "params": candidate.params.total,
         "non_embedding_params": candidate.params.non_embedding,
-        "flops": flops_per_sample(model, example),
-        "latency_ms": inference_latency_ms(model, example),
+        **zero_cost_scores(model, proxy, validation[0]),
     }
-    validation = [move(b, device) for b in proxy.validation_batches(space.search.seed)]
-    optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"])
+    model.eval()
+    costs["flops"] = flops_per_sample(model, example)
+    costs["latency_ms"] = inference_latency_ms(model, example)
+    optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"], hidden_lr_scale(space, candidate.architecture))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     generator = torch.Generator().manual_seed(seed)
+    curve = LossCurve(spec, hp["warmup_fraction"])
     train_seconds, samples = 0.0, 0
     metrics: dict[str, Any] = {}
     try:
         for step in range(spec.steps):
             step_start = time.perf_counter()
             model.train()
-            factor = lr_factor(step, spec.steps, hp["warmup_fraction"], spec.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = hp["lr"] * factor
+            set_lr(optimizer, hp["lr"] * lr_factor(step, spec.steps, hp["warmup_fraction"], spec.min_lr_ratio, spec.schedule))
             batch = move(proxy.train_batch(generator), device)
             with autocast:
                 loss = proxy.loss(model, batch)
@@ -104,17 +140,21 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
             train_seconds += time.perf_counter() - step_start
             samples += proxy.batch_size
             done = step + 1
+            curve.add_train(done, loss)
             if done % spec.eval_every == 0 or done == spec.steps:
                 val_loss = evaluate(model, proxy, validation, autocast)
                 if not math.isfinite(val_loss):
                     raise TrialFailure(f"validation loss became {val_loss} at step {done}")
+                curve.add(done, val_loss)
                 memory, memory_kind = peak_memory_mb(device)
                 metrics = {
-                    "val_loss": val_loss, "train_loss": float(loss.item()), "step": done, **costs,
+                    "val_loss": val_loss, **curve.prediction(), "train_loss": float(loss.item()), "step": done, **costs,
                     "throughput": samples / train_seconds, "peak_memory_mb": memory, "peak_memory_kind": memory_kind,
                     "wall_time_s": time.perf_counter() - started, "completed": done == spec.steps,
                 }
                 if done == spec.steps:
+                    metrics["val_curve"] = curve.points
+                    metrics["train_curve"] = curve.train_points
                     metrics.update(probe(model, proxy, data, device, spec.knn_k))
                     report(metrics, model=model)
                 else:
@@ -122,6 +162,39 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
     except torch.OutOfMemoryError as exc:
         raise TrialFailure(f"out of memory on {device}: {str(exc).splitlines()[0]}") from None
     return metrics
+
+
+class LossCurve:
+    """The validation losses of one run and, under ``proxy.predict: power_law``, the loss the fitted curve
+    predicts at ``predict_factor`` times the run's length (points inside the warm-up are left out of the fit)."""
+
+    TRAIN_BINS = 24
+
+    def __init__(self, spec: Any, warmup_fraction: float):
+        self.spec = spec
+        self.first_step = int(spec.steps * warmup_fraction)
+        self.points: list[list[float]] = []
+        self.train_points: list[list[float]] = []
+        self._bin = max(1, spec.steps // self.TRAIN_BINS)
+        self._losses: list[torch.Tensor] = []
+
+    def add(self, step: int, loss: float) -> None:
+        self.points.append([step, loss])
+
+    def add_train(self, step: int, loss: torch.Tensor) -> None:
+        """Training losses averaged over bins of steps: a curve that costs no extra forward pass."""
+        self._losses.append(loss.detach())
+        if step % self._bin == 0 or step == self.spec.steps:
+            self.train_points.append([step, float(torch.stack(self._losses).mean())])
+            self._losses = []
+
+    def prediction(self) -> dict[str, float]:
+        if self.spec.predict == "none":
+            return {}
+        fitted = [(step, loss) for step, loss in self.points if step > self.first_step]
+        predicted = predict_loss([s for s, _ in fitted], [v for _, v in fitted], self.spec.steps * self.spec.predict_factor)
+        # Until there are enough points to fit, the last loss stands in (every trial is at the same step then).
+        return {"predicted_loss": predicted if predicted is not None else self.points[-1][1]}
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 OBJECTIVES: dict[str, str] = {
     "val_loss": "minimize",
+    "predicted_loss": "minimize",  # needs proxy.predict; the fitted learning curve at the reference length
     "params": "minimize",
     "non_embedding_params": "minimize",
     "flops": "minimize",
@@ -10,3 +11,6 @@ OBJECTIVES: dict[str, str] = {
     "throughput": "maximize",
     "knn_accuracy": "maximize",
 }
+
+# Objectives that are a proxy loss: what early-stopping schedulers compare and what `nas audit` checks.
+LOSS_OBJECTIVES = ("val_loss", "predicted_loss")

@@ -40,6 +40,11 @@ class ProxySpec:
     temperature: float = 0.2
     knn_k: int = 10
     latency_batch_size: int = 1
+    schedule: str = "cosine"  # "cosine" (decay to min_lr_ratio at the end) or "constant" after warm-up
+    lr_scaling: str = "none"  # "width": hidden matrices train at lr * lr_base_width / width (muP for Adam)
+    lr_base_width: int = 64
+    predict: str = "none"  # "power_law": also report predicted_loss, the fitted curve at predict_factor x steps
+    predict_factor: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ class ResourcesSpec:
     cpu: float = 1.0
     gpu: float = 0.0
 
+
+SCHEDULES = ("cosine", "constant")
+LR_SCALINGS = ("none", "width")
+PREDICTORS = ("none", "power_law")
 
 # Keys of ``hyperparameters`` that a trial may search; each overrides the ProxySpec field of the same name.
 SEARCHABLE_HYPERPARAMETERS = ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")
@@ -136,6 +145,11 @@ def check_ranges(data: DataSpec | None, proxy: ProxySpec | None, search: SearchS
         need(proxy.lr > 0, "proxy.lr", "must be positive")
         need(0.0 < proxy.mask_prob < 1.0, "proxy.mask_prob", "must lie in (0, 1)")
         need(proxy.temperature > 0, "proxy.temperature", "must be positive")
+        need(proxy.schedule in SCHEDULES, "proxy.schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(proxy.lr_scaling in LR_SCALINGS, "proxy.lr_scaling", f"must be one of {', '.join(LR_SCALINGS)}")
+        need(proxy.lr_base_width >= 1, "proxy.lr_base_width", "must be at least 1")
+        need(proxy.predict in PREDICTORS, "proxy.predict", f"must be one of {', '.join(PREDICTORS)}")
+        need(proxy.predict_factor >= 1.0, "proxy.predict_factor", "must be at least 1 (a multiple of proxy.steps)")
     if search:
         need(1 <= search.trials <= 100_000, "search.trials", "must lie in [1, 100000]")
         need(1 <= search.concurrency <= 1024, "search.concurrency", "must lie in [1, 1024]")

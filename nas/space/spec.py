@@ -23,7 +23,7 @@ from nas.data.sources import resolve_source
 from nas.models.base import ArchKey, DataShape, ParamCount, get_family
 from nas.proxies.registry import TASKS
 from nas.space.expressions import Expression, ExpressionError, UnboundName
-from nas.space.objectives import OBJECTIVES
+from nas.space.objectives import LOSS_OBJECTIVES, OBJECTIVES
 from nas.space.params import Fixed, FloatRange, IntRange, Param, parse_param
 from nas.space.sections import (
     SEARCHABLE_HYPERPARAMETERS,
@@ -298,11 +298,11 @@ def parse_space(raw: dict[str, Any], label: str = "<space>", check_data: bool = 
         _check_keys(family.arch_keys, architecture, "architecture", f"family {family.name!r}", errors)
     _check_keys(HYPERPARAMETER_KEYS, hyperparameters, "hyperparameters", "hyperparameters", errors)
     objectives = _parse_objectives(raw.get("objectives", ["val_loss"]), errors)
-    if family is not None and "val_loss" in objectives:
+    if family is not None and set(LOSS_OBJECTIVES) & set(objectives):
         for key in family.loss_defining_keys:
             searched = [k for top, p in architecture.items() for k, sub in p.keys(top) if k == key and not isinstance(sub, Fixed)]
             if searched:
-                errors.append((f"architecture.{key}", f"searching {key} makes val_loss incomparable between trials "
+                errors.append((f"architecture.{key}", f"searching {key} makes the loss incomparable between trials "
                                "(each option trains a different loss); fix it, or rank by knn_accuracy alone"))
     for key in architecture.keys() & hyperparameters.keys():
         errors.append((f"hyperparameters.{key}", "is also an architecture key"))
@@ -316,9 +316,11 @@ def parse_space(raw: dict[str, Any], label: str = "<space>", check_data: bool = 
             errors.append(("search.sampler", f"{search.sampler} cannot optimise several objectives"))
         if search.scheduler not in SCHEDULERS:
             errors.append(("search.scheduler", f"unknown scheduler {search.scheduler!r}; known: {', '.join(SCHEDULERS.names())}"))
-        elif search.scheduler != "none" and objectives and objectives[0] != "val_loss":
-            errors.append(("objectives", "early-stopping schedulers rank trials by val_loss, so it must come first "
-                                         "(or set search.scheduler: none)"))
+        elif search.scheduler != "none" and objectives and objectives[0] not in LOSS_OBJECTIVES:
+            errors.append(("objectives", "early-stopping schedulers rank trials by the first objective, so it must be "
+                                         f"one of {', '.join(LOSS_OBJECTIVES)} (or set search.scheduler: none)"))
+    if proxy and "predicted_loss" in objectives and proxy.predict == "none":
+        errors.append(("objectives", "predicted_loss needs a learning-curve predictor: set proxy.predict: power_law"))
     if raw.get("description") is not None and not isinstance(raw.get("description"), str):
         errors.append(("description", "must be text"))
     if errors:

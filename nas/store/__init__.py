@@ -2,7 +2,15 @@
 
 from nas.store.db import get_engine, session_scope, upgrade
 from nas.store.models import FINAL_STATUSES, STUDY_STATUSES, Study
-from nas.store.studies import StudyExists, StudyNotFound, create_study_row, get_study_row, list_study_rows, set_status
+from nas.store.studies import (
+    StudyExists,
+    StudyNotFound,
+    create_study_row,
+    get_study_row,
+    latest_audit_report,
+    list_study_rows,
+    set_status,
+)
 
 __all__ = ["FINAL_STATUSES", "STUDY_STATUSES", "Study", "StudyExists", "StudyNotFound", "create_study_row",
-           "get_engine", "get_study_row", "list_study_rows", "session_scope", "set_status", "upgrade"]
+           "get_engine", "get_study_row", "latest_audit_report", "list_study_rows", "session_scope", "set_status", "upgrade"]

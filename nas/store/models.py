@@ -42,6 +42,11 @@ class Study(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # "search", or "audit": a retraining of a finished study's architectures at longer length (nas.audit).
+    kind: Mapped[str] = mapped_column(String(20), default="search")
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    audit_plan: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: top, random, factor, trials
+    audit_result: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the rank agreement measured
 
 
 class ApiToken(Base):

@@ -17,17 +17,26 @@ class StudyNotFound(LookupError):
     pass
 
 
-def create_study_row(url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None) -> Study:
+def create_study_row(url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None,
+                     kind: str = "search", parent_id: int | None = None, audit_plan: str | None = None) -> Study:
     upgrade(url)
     with session_scope(url) as session:
         if session.scalar(select(Study).where(Study.name == name)) is not None:
             raise StudyExists(f"a study named {name!r} already exists; pick another --study-name")
-        row = Study(name=name, space_name=space.name, family=space.family, task=space.task, spec=space.to_yaml(),
-                    trials=space.search.trials, status=status, owner=owner, created_at=utcnow(),
-                    started_at=utcnow() if status == "running" else None)
+        row = new_study_row(name, space, status, owner, kind, parent_id, audit_plan)
         session.add(row)
         session.flush()
         return row
+
+
+def new_study_row(name: str, space: SearchSpace, status: str = "queued", owner: str | None = None, kind: str = "search",
+                  parent_id: int | None = None, audit_plan: str | None = None) -> Study:
+    """A study row for ``space`` (not yet added to a session): the one constructor for the CLI and the API."""
+    now = utcnow()
+    return Study(name=name, space_name=space.name, family=space.family, task=space.task, spec=space.to_yaml(),
+                 trials=space.search.trials, status=status, owner=owner, created_at=now,
+                 started_at=now if status == "running" else None, attempts=0, cancel_requested=False, kind=kind,
+                 parent_id=parent_id, audit_plan=audit_plan)
 
 
 def set_status(url: str, name: str, status: str, error: str | None = None) -> None:
@@ -56,3 +65,23 @@ def list_study_rows(url: str) -> list[Study]:
     upgrade(url)
     with session_scope(url) as session:
         return list(session.scalars(select(Study).order_by(Study.created_at.desc())))
+
+
+def newest_audit(session, parent_id: int, with_report: bool = False) -> Study | None:
+    """The newest audit of study ``parent_id`` (only among those that stored a report, if asked)."""
+    query = select(Study).where(Study.parent_id == parent_id)
+    if with_report:
+        query = query.where(Study.audit_result.is_not(None))
+    return session.scalar(query.order_by(Study.created_at.desc(), Study.id.desc()).limit(1))
+
+
+def latest_audit_report(url: str, row: Study) -> dict | None:
+    """The report of the newest audit that checked ``row`` (or, for an audit, its own), if one has one."""
+    import json
+
+    if row.kind == "audit":
+        return json.loads(row.audit_result) if row.audit_result else None
+    with session_scope(url) as session:
+        audit = newest_audit(session, row.id, with_report=True)
+        result = audit.audit_result if audit is not None else None
+    return json.loads(result) if result else None

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from nas.space import SearchSpace, SpaceError, apply_overrides, list_shipped_spaces, load_space, load_space_text, parse_space
 from nas.space.shipped import spaces_dir
 from nas.store.models import Study, utcnow
+from nas.store.studies import new_study_row
 from services.api import queries
-from services.api.schemas import BestPublic, SpaceSummary, StudyCreate, StudyPublic
+from services.api.schemas import AuditCreate, AuditPublic, BestPublic, SpaceSummary, StudyCreate, StudyPublic
 from services.auth import Principal
 
 RESUMABLE = ("interrupted", "failed", "cancelled")
@@ -54,12 +55,43 @@ def create_study(session: Session, body: StudyCreate, space: SearchSpace, owner:
     name = body.name or default_study_name(space)
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
         raise Conflict(f"a study named {name!r} already exists; choose another name")
-    row = Study(name=name, space_name=space.name, family=space.family, task=space.task, spec=space.to_yaml(),
-                trials=space.search.trials, status="queued", owner=owner, created_at=utcnow(), attempts=0,
-                cancel_requested=False)
+    row = new_study_row(name, space, status="queued", owner=owner)
     session.add(row)
     session.flush()
     return row
+
+
+def create_audit(session: Session, url: str, parent: Study, body: AuditCreate) -> Study:
+    """Queue an audit of ``parent`` (a runner picks it up like a study); Conflict when it cannot be audited."""
+    from sqlalchemy.exc import IntegrityError
+
+    from nas.audit.run import AuditError, add_audit_row, plan_audit
+
+    try:
+        plan, space = plan_audit(url, parent.name, body.top, body.random, body.factor)
+        return add_audit_row(session, parent, plan, space)
+    except AuditError as error:
+        raise Conflict(str(error)) from None
+    except IntegrityError:  # another request created an audit of this study at the same moment
+        raise Conflict(f"another audit of {parent.name!r} was created at the same moment") from None
+
+
+def audit_public(session: Session, url: str, row: Study) -> AuditPublic:
+    """The audit's status and progress, and its report: as stored at its end, or computed from the trials so far."""
+    import json
+
+    from nas.audit.run import AuditError, AuditPlan, audit_report
+
+    plan = AuditPlan.from_json(row.audit_plan)
+    if row.audit_result:
+        result = json.loads(row.audit_result)
+    else:
+        try:
+            result = audit_report(url, row.name, plan)
+        except AuditError:
+            result = None
+    return AuditPublic(study=study_public(session, row), top=plan.top, random=plan.random, factor=plan.factor,
+                       trials=plan.trials, result=result)
 
 
 def visible(principal: Principal):
@@ -106,7 +138,8 @@ def study_public(session: Session, row: Study) -> StudyPublic:
     return StudyPublic(id=row.id, name=row.name, space_name=row.space_name, family=row.family, task=row.task,
                        status=row.status, owner=row.owner, counts=counts, best=best, objectives=objectives_of(row),
                        created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-                       error=row.error, cancel_requested=bool(row.cancel_requested))
+                       error=row.error, cancel_requested=bool(row.cancel_requested), kind=row.kind,
+                       parent_id=row.parent_id)
 
 
 def best_public(session: Session, row: Study) -> BestPublic:
@@ -141,6 +174,8 @@ def requeue(row: Study) -> None:
 
 
 def extend_budget(session: Session, row: Study, trials: int, max_trials: int) -> None:
+    if row.kind == "audit":
+        raise Conflict("an audit retrains the trials its plan fixed; start another audit to retrain more")
     if trials > max_trials:
         raise Conflict(f"{trials} trials is over this service's limit of {max_trials}")
     study_id = queries.optuna_study_id(session, row.name)

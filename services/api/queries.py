@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 
 from services.api.schemas import TrialCounts, TrialPublic
 
-METRIC_KEYS = ("val_loss", "train_loss", "step", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
-               "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy", "fail_reason", "infeasible", "lost")
+METRIC_KEYS = ("val_loss", "predicted_loss", "train_loss", "step", "params", "non_embedding_params", "flops", "latency_ms",
+               "throughput", "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy", "zero_cost_grad_norm",
+               "zero_cost_snip", "zero_cost_ms", "fail_reason", "infeasible", "lost")
 SHOWN_ATTRS = ("architecture", "hyperparameters", *METRIC_KEYS)  # the user attributes a TrialPublic shows
 MARK_KEYS = ("infeasible", "lost")  # what the partial index of migration 0003 holds
 MARKS_INDEX = "ix_nas_trial_user_attributes_marked"

@@ -84,6 +84,54 @@ class StudyPublic(BaseModel):
     finished_at: UtcDateTime | None = None
     error: str | None = None
     cancel_requested: bool = False
+    kind: Literal["search", "audit"] = "search"
+    parent_id: int | None = Field(default=None, description="for an audit: the study it checks")
+
+
+class AuditCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(default=4, ge=1, le=100, description="how many of the study's best finished trials to retrain")
+    random: int = Field(default=4, ge=0, le=100, description="how many other finished trials, drawn at random")
+    factor: float = Field(default=10.0, ge=1.0, le=100.0, description="the long run's steps as a multiple of the proxy's")
+
+
+class AuditRanking(BaseModel):
+    kendall_tau: float | None = None
+    spearman: float | None = None
+    top_k_overlap: float | None = None
+
+
+class AuditTrial(BaseModel):
+    parent_trial: int
+    audit_trial: int
+    selected_as: Literal["top", "random"]
+    proxy: float = Field(description="the study's objective for this trial (its proxy score)")
+    long_run: float = Field(description="val_loss after the long run")
+    proxy_val_loss: float | None = None
+    params: int | None = Field(default=None, description="non-embedding parameters")
+    zero_cost: float | None = None
+
+
+class AuditResult(BaseModel):
+    parent: str
+    factor: float
+    planned: int
+    finished: int
+    k: int
+    proxy: AuditRanking = Field(description="rank agreement of the study's proxy with the long runs")
+    params: AuditRanking = Field(description="the same for ranking by parameter count (a free baseline)")
+    zero_cost: AuditRanking = Field(description="the same for ranking by the zero-cost score (a free baseline)")
+    trials: list[AuditTrial]
+
+
+class AuditPublic(BaseModel):
+    study: StudyPublic = Field(description="the audit's own study: status, progress counts, times")
+    top: int
+    random: int
+    factor: float
+    trials: list[int] = Field(description="the parent's trial numbers it retrains")
+    result: AuditResult | None = Field(default=None, description="final once the audit has ended; partial while it runs")
 
 
 class StudiesPublic(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -22,7 +24,7 @@ PER_FAMILY = {
     "cnn-contrastive-tiny": SMALL + ["architecture.num_stages=1"],
 }
 METRICS = ("architecture", "hyperparameters", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
-           "peak_memory_mb", "wall_time_s", "val_loss", "step")
+           "peak_memory_mb", "wall_time_s", "val_loss", "step", "zero_cost_grad_norm", "zero_cost_snip", "zero_cost_ms")
 
 
 def load_optuna(url: str, name: str) -> optuna.Study:
@@ -38,8 +40,11 @@ def assert_trials_recorded(study: optuna.Study, space) -> None:
             assert key in trial.user_attrs, (trial.number, key)
         finished = trial.user_attrs["step"] == space.proxy.steps
         assert finished == (trial.state == TrialState.COMPLETE)
+        for score in ("zero_cost_grad_norm", "zero_cost_snip"):
+            assert math.isfinite(trial.user_attrs[score]) and trial.user_attrs[score] > 0, (trial.number, score)
         if trial.state == TrialState.COMPLETE:
-            assert trial.values[0] == pytest.approx(trial.user_attrs["val_loss"])
+            objective = space.objectives[0]
+            assert trial.values[0] == pytest.approx(trial.user_attrs[objective])
             assert space.feasibility(space.candidate(trial.user_attrs["architecture"], {})) == []
 
 
@@ -122,3 +127,19 @@ def test_search__multi_objective_nsga2_with_hyperband_gives_a_pareto_front(ray_c
     assert_trials_recorded(study, space)
     front = study.best_trials
     assert front and all(t.values[1] == t.user_attrs["params"] for t in front)
+
+
+def test_search__a_predicted_loss_objective_is_what_the_sampler_sees_and_both_losses_are_stored(ray_cluster, sqlite_url):
+    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + [
+        "proxy.steps=12", "proxy.eval_every=3", "proxy.predict=power_law", "objectives=[predicted_loss]"])
+    assert run_study(space, "predicted", sqlite_url, progress=False).status == "succeeded"
+    study = load_optuna(sqlite_url, "predicted")
+    assert study.user_attrs["objectives"] == ["predicted_loss"]
+    assert_trials_recorded(study, space)
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        attrs = trial.user_attrs
+        assert trial.value == attrs["predicted_loss"] != attrs["val_loss"]
+        assert [step for step, _ in attrs["val_curve"]] == [3, 6, 9, 12]
+        assert attrs["val_curve"][-1][1] == attrs["val_loss"]
+        # The scheduler and the sampler saw the predicted loss as the intermediate values too.
+        assert trial.intermediate_values[max(trial.intermediate_values)] == pytest.approx(attrs["predicted_loss"])

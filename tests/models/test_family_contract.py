@@ -86,3 +86,20 @@ def test_family__config_is_the_transformers_config_of_the_built_model(name):
     shape = SHAPES[TASKS.get(family.tasks[0]).data_kind]
     model = family.build(arch, shape)
     assert model.config.to_dict() == family.hf_config(arch, shape).to_dict()
+
+
+@pytest.mark.parametrize("patch_size", [2, 4])
+def test_vit__a_built_mae_knows_where_its_patches_are(patch_size):
+    """Both sin-cos position tables are filled (transformers 5 leaves them at zero) and match the released MAE's."""
+    from transformers.models.vit_mae.modeling_vit_mae import build_2d_sinusoidal_position_embedding
+
+    family = get_family("vit")
+    model = family.build(family.resolve({**family.tiny, "patch_size": patch_size}), SHAPES["image"])
+    encoder, decoder = model.vit.embeddings.position_embeddings[0], model.decoder.decoder_pos_embed[0]
+    grid = 16 // patch_size
+    assert encoder.shape[0] == decoder.shape[0] == grid * grid + 1
+    table = build_2d_sinusoidal_position_embedding(height=grid, width=grid, embed_dim=encoder.shape[-1], cls_token=True)
+    half = table.shape[-1] // 2
+    assert torch.allclose(encoder, torch.cat([table[..., half:], table[..., :half]], dim=-1))
+    assert len({tuple(row.tolist()) for row in encoder[1:]}) == grid * grid  # every patch position differs
+    assert decoder[1:].abs().sum() > 0

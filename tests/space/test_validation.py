@@ -133,3 +133,14 @@ def test_hyperparameter_written_as_yaml_text__is_rejected_with_a_hint():
     assert "write 1.0e-3" in errors["hyperparameters.lr"]
     errors = errors_of(with_changes(hyperparameters__momentum=0.9))
     assert "unknown key" in errors["hyperparameters.momentum"]
+
+
+def test_proxy_levers__unknown_values_and_a_predicted_loss_without_a_predictor_are_rejected():
+    errors = errors_of(with_changes(proxy={"schedule": "linear", "lr_scaling": "depth", "predict": "spline",
+                                           "predict_factor": 0.5}))
+    assert "cosine, constant" in errors["proxy.schedule"] and "none, width" in errors["proxy.lr_scaling"]
+    assert "power_law" in errors["proxy.predict"] and "at least 1" in errors["proxy.predict_factor"]
+    errors = errors_of(with_changes(objectives=["predicted_loss"], proxy={"predict": "none"}))
+    assert "proxy.predict: power_law" in errors["objectives"]
+    errors = errors_of(with_changes(objectives=["params", "val_loss"]))
+    assert "val_loss, predicted_loss" in errors["objectives"]  # ASHA needs a loss first

@@ -12,10 +12,13 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from nas.space import SpaceError
+from nas.store.studies import newest_audit
 from services.api import crud, queries
 from services.api.deps import PrincipalDep, SessionDep, SettingsDep
 from services.api.schemas import (
     AUTH_REQUIRED,
+    AuditCreate,
+    AuditPublic,
     BODY_ERRORS,
     BestPublic,
     ErrorBody,
@@ -150,3 +153,28 @@ def export_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep
         raise HTTPException(status_code=409, detail=str(error)) from None
     archive = shutil.make_archive(str(work / folder.name), "zip", root_dir=folder)
     return FileResponse(archive, media_type="application/zip", filename=f"{folder.name}.zip")
+
+
+@router.post("/{study_id}/audit", status_code=201, response_model=AuditPublic,
+             responses={**NOT_FOUND, **CONFLICT, **BODY_ERRORS})
+def start_audit(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+                body: AuditCreate | None = None) -> AuditPublic:
+    """Queue an audit: the study's top and some random finished architectures retrained at ``factor`` x the
+    proxy's steps, as trials of a linked audit study that a runner picks up; its report says how well the proxy
+    (and the free baselines) ranked them."""
+    row = _study_or_404(session, principal, study_id)
+    try:
+        audit = crud.create_audit(session, settings.database_url, row, body or AuditCreate())
+    except crud.Conflict as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    return crud.audit_public(session, settings.database_url, audit)
+
+
+@router.get("/{study_id}/audit", response_model=AuditPublic, responses=NOT_FOUND)
+def get_audit(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> AuditPublic:
+    """The study's newest audit: its status, progress and report (partial while it runs)."""
+    row = _study_or_404(session, principal, study_id)
+    audit = newest_audit(session, row.id)
+    if audit is None:
+        raise HTTPException(status_code=404, detail=f"study {study_id} has no audit; POST /studies/{study_id}/audit starts one")
+    return crud.audit_public(session, settings.database_url, audit)
