@@ -20,6 +20,8 @@ HEADLINES = {
     "search_overhead": ("efficiency", ">= 0.85"),
     "mfu": ("mfu", "record (bare transformers loop ~0.36)"),
     "api_load": ("p99_ms", "< 50 ms, 0 errors"),
+    "proxy_fidelity": ("text-mlm-tiny_kendall_tau", "text >= 0.7, above params and zero-cost, compute <= 0.1; "
+                                                    "vit-mae and cnn-contrastive >= 0.6"),
     "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
 }
 
@@ -58,17 +60,23 @@ def record(name: str, payload: dict) -> Path:
 
 
 def write_table() -> None:
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else ""
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
     rows = ["| benchmark | headline | value | target | details | measured |", "| --- | --- | --- | --- | --- | --- |"]
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "benchmark" not in data:
+            continue  # e.g. proxy_fidelity_levers.json, which has a table of its own
         key, target = HEADLINES.get(data["benchmark"], ("", ""))
         details = ", ".join(f"{k}={_fmt(v)}" for k, v in data.items()
                             if k not in ("benchmark", "measured_at", "machine", key) and not isinstance(v, (dict, list)))
         rows.append(f"| {data['benchmark']} | {key} | {_fmt(data.get(key))} | {target} | {details} | {data['measured_at']} |")
-    table = "\n".join(rows)
+    replace_in_readme("results", "\n".join(rows))
+
+
+def replace_in_readme(marker: str, table: str) -> None:
+    """Put ``table`` between ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` in benchmarks/README.md."""
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
         text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
     else:
