@@ -153,6 +153,7 @@ def measure_space(name: str, args: argparse.Namespace, nas_home: str) -> dict[st
     from nas.data.prepare import prepare_data
     from nas.proxies.registry import TASKS
     from nas.space import apply_overrides, parse_space
+    from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 
     space = load_benchmark_space(name, args.set)
     if args.quick:
@@ -165,12 +166,18 @@ def measure_space(name: str, args: argparse.Namespace, nas_home: str) -> dict[st
     proxy_seed = space.search.seed
     ref_seeds = [proxy_seed + 1 + i for i in range(args.ref_seeds or REF_SEEDS[name])]
     repeat_seed = proxy_seed + 100  # a second proxy run per architecture: the proxy's own seed-to-seed noise
+    # A candidate carries its hyperparameters (drawn from the proxy's space); --ref-set proxy.<hyperparameter>
+    # must reach the long runs' copies too, or it would change nothing.
+    ref_hyperparameters = {key.removeprefix("proxy."): value for key, value in _pairs(args.ref_set)
+                           if key.removeprefix("proxy.") in SEARCHABLE_HYPERPARAMETERS}
     jobs = []
     for candidate in candidates:
         jobs.append({"space": space.raw, "candidate": candidate.to_json(), "seed": proxy_seed})
         jobs.append({"space": space.raw, "candidate": candidate.to_json(), "seed": repeat_seed})
+        long_run = candidate.to_json()
+        long_run["hyperparameters"] = {**long_run["hyperparameters"], **ref_hyperparameters}
         for seed in ref_seeds:
-            jobs.append({"space": reference.raw, "candidate": candidate.to_json(), "seed": seed})
+            jobs.append({"space": reference.raw, "candidate": long_run, "seed": seed})
     print(f"{name}: {len(candidates)} architectures, {len(jobs)} runs", file=sys.stderr)
     started = time.perf_counter()
     runs = cached_runs(jobs, args.workers, args.cache, nas_home)
