@@ -17,13 +17,12 @@ class StudyNotFound(LookupError):
     pass
 
 
-def create_study_row(url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None,
-                     kind: str = "search", parent_id: int | None = None, audit_plan: str | None = None) -> Study:
+def create_study_row(url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None) -> Study:
     upgrade(url)
     with session_scope(url) as session:
         if session.scalar(select(Study).where(Study.name == name)) is not None:
             raise StudyExists(f"a study named {name!r} already exists; pick another --study-name")
-        row = new_study_row(name, space, status, owner, kind, parent_id, audit_plan)
+        row = new_study_row(name, space, status, owner)
         session.add(row)
         session.flush()
         return row
