@@ -39,7 +39,6 @@ from pathlib import Path
 
 from common import REPO, record
 
-
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -49,14 +48,27 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
     parser.add_argument("--trials", type=int, default=10_000)
-    parser.add_argument("--add-trials", type=int, default=200,
-                        help="how many trials go through optuna's Study.add_trials (timed); the rest are bulk-inserted")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="server processes (2, one per core: 66-75 requests/s against 43 with 1 on the 2-core machine)")
+    parser.add_argument(
+        "--add-trials",
+        type=int,
+        default=200,
+        help="how many trials go through optuna's Study.add_trials (timed); the rest are bulk-inserted",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="server processes (2, one per core: 66-75 requests/s against 43 with 1 on the 2-core machine)",
+    )
     parser.add_argument("--solo", type=float, default=5.0, help="seconds of one client alone afterwards (0: skip)")
-    parser.add_argument("--floor", type=float, default=5.0, help="seconds of GET /healthz under the same clients (0: skip)")
-    parser.add_argument("--postgres", default=os.environ.get("NAS_BENCH_POSTGRES", POSTGRES_ADMIN),
-                        help="an admin URL; a nas_bench_<random> database is created beside it and dropped")
+    parser.add_argument(
+        "--floor", type=float, default=5.0, help="seconds of GET /healthz under the same clients (0: skip)"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("NAS_BENCH_POSTGRES", POSTGRES_ADMIN),
+        help="an admin URL; a nas_bench_<random> database is created beside it and dropped",
+    )
     parser.add_argument("--no-record", action="store_true", help="print the results, write nothing")
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # internal: one server process
     parser.add_argument("--ready-dir", help=argparse.SUPPRESS)
@@ -85,7 +97,9 @@ def main() -> None:
         index = marks_index_present(url)
         busy = machine_busy_fraction()
         if busy > 0.15:
-            print(f"warning: the machine is {busy:.0%} busy before the load starts; the numbers will show it", flush=True)
+            print(
+                f"warning: the machine is {busy:.0%} busy before the load starts; the numbers will show it", flush=True
+            )
         load = asyncio.run(run_load(base, token, study_id, args, [p.pid for p in servers]))
     finally:
         stop_server(servers)
@@ -96,16 +110,30 @@ def main() -> None:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     payload = {key: load[key] for key in HEADLINE_KEYS}
-    payload.update({"clients": args.clients, "duration_s": args.duration, "trials": args.trials,
-                    "server_workers": args.workers, "seeding_s": seeding["seeding_s"],
-                    "optuna_best_trial_s": contrast["optuna_best_trial_s"],
-                    "optuna_get_trials_s": contrast["optuna_get_trials_s"], "marks_index": index,
-                    "machine_busy_before": busy})
-    payload.update({
-        "errors_by_endpoint": {e: load[f"{e}_errors"] for e in ENDPOINTS}, "error_kinds": load["error_kinds"],
-        "cpu_s": {k.removeprefix("cpu_").removesuffix("_s"): load[k] for k in CPU_KEYS},
-        "solo": load.get("solo", {}), "healthz": load.get("healthz", {}),
-        "seeding": seeding, "optuna": contrast})
+    payload.update(
+        {
+            "clients": args.clients,
+            "duration_s": args.duration,
+            "trials": args.trials,
+            "server_workers": args.workers,
+            "seeding_s": seeding["seeding_s"],
+            "optuna_best_trial_s": contrast["optuna_best_trial_s"],
+            "optuna_get_trials_s": contrast["optuna_get_trials_s"],
+            "marks_index": index,
+            "machine_busy_before": busy,
+        }
+    )
+    payload.update(
+        {
+            "errors_by_endpoint": {e: load[f"{e}_errors"] for e in ENDPOINTS},
+            "error_kinds": load["error_kinds"],
+            "cpu_s": {k.removeprefix("cpu_").removesuffix("_s"): load[k] for k in CPU_KEYS},
+            "solo": load.get("solo", {}),
+            "healthz": load.get("healthz", {}),
+            "seeding": seeding,
+            "optuna": contrast,
+        }
+    )
     if args.no_record:
         print(json.dumps(payload, indent=2))
     else:
@@ -113,6 +141,7 @@ def main() -> None:
 
 
 # --- seeding -----------------------------------------------------------------------------------------
+
 
 class _Recorder:
     """Stands in for an Optuna trial: samples like a random sampler and keeps each parameter's distribution,
@@ -128,8 +157,9 @@ class _Recorder:
         return value
 
     def suggest_int(self, name, low, high, *, step=1, log=False):
-        return self._keep(name, self.d.IntDistribution(low, high, step=step, log=log),
-                          self.rng.randrange(low, high + 1, step))
+        return self._keep(
+            name, self.d.IntDistribution(low, high, step=step, log=log), self.rng.randrange(low, high + 1, step)
+        )
 
     def suggest_float(self, name, low, high, *, step=None, log=False):
         value = math.exp(self.rng.uniform(math.log(low), math.log(high))) if log else self.rng.uniform(low, high)
@@ -158,19 +188,29 @@ def make_trials(space, count: int, seed: int = 0) -> list:
         base_loss = 7.8 - 0.25 * size + rng.gauss(0, 0.15)  # bigger models a little better, plus noise
         wall = rng.uniform(4.0, 12.0)
         started = start + timedelta(seconds=number * 3.0)
-        intermediate = {step: base_loss + 1.5 * (1 - step / steps) + rng.gauss(0, 0.02)
-                        for step in range(every, steps + 1, every)}
-        metrics = {"params": candidate.params.total, "non_embedding_params": candidate.params.non_embedding,
-                   "flops": 6 * candidate.params.total * space.data.seq_len * space.proxy.batch_size * steps,
-                   "latency_ms": rng.uniform(0.3, 3.0), "throughput": rng.uniform(800, 4000),
-                   "peak_memory_mb": rng.uniform(40, 220), "peak_memory_kind": "rss", "wall_time_s": wall}
+        intermediate = {
+            step: base_loss + 1.5 * (1 - step / steps) + rng.gauss(0, 0.02) for step in range(every, steps + 1, every)
+        }
+        metrics = {
+            "params": candidate.params.total,
+            "non_embedding_params": candidate.params.non_embedding,
+            "flops": 6 * candidate.params.total * space.data.seq_len * space.proxy.batch_size * steps,
+            "latency_ms": rng.uniform(0.3, 3.0),
+            "throughput": rng.uniform(800, 4000),
+            "peak_memory_mb": rng.uniform(40, 220),
+            "peak_memory_kind": "rss",
+            "wall_time_s": wall,
+        }
         if roll < 0.85:
             state, values = TrialState.COMPLETE, [intermediate[max(intermediate)]]
             attrs.update(metrics, val_loss=values[0], train_loss=values[0] - 0.05, step=steps)
         elif roll < 0.97:
             state, values = TrialState.PRUNED, None
             if roll < 0.87:
-                attrs = {"infeasible": "constraints[1]: violated: params <= 1_000_000", "params": candidate.params.total}
+                attrs = {
+                    "infeasible": "constraints[1]: violated: params <= 1_000_000",
+                    "params": candidate.params.total,
+                }
                 intermediate, wall = {}, 0.0
             else:
                 stopped = rng.choice(sorted(intermediate)[:-1])
@@ -183,9 +223,14 @@ def make_trials(space, count: int, seed: int = 0) -> list:
             else:
                 attrs.update(fail_reason="RuntimeError: CUDA out of memory (simulated)")
         attrs["ray_trial_id"] = f"{uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
-        trial = optuna.trial.create_trial(state=state, values=values, params=recorder.params,
-                                          distributions=recorder.distributions, user_attrs=attrs,
-                                          intermediate_values=intermediate)
+        trial = optuna.trial.create_trial(
+            state=state,
+            values=values,
+            params=recorder.params,
+            distributions=recorder.distributions,
+            user_attrs=attrs,
+            intermediate_values=intermediate,
+        )
         trial.datetime_start, trial.datetime_complete = started, started + timedelta(seconds=wall)
         trials.append(trial)
     return trials
@@ -205,41 +250,73 @@ def bulk_insert(url: str, optuna_id: int, trials: list, first_number: int) -> No
 
     from nas.store.db import session_scope
 
-    finite, iv_finite = TrialValueModel.TrialValueType.FINITE, TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+    finite, iv_finite = (
+        TrialValueModel.TrialValueType.FINITE,
+        TrialIntermediateValueModel.TrialIntermediateValueType.FINITE,
+    )
     with session_scope(url) as session:
-        session.execute(insert(TrialModel.__table__), [
-            {"number": first_number + i, "study_id": optuna_id, "state": t.state,
-             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
-            for i, t in enumerate(trials)])
-        ids = dict(session.execute(select(TrialModel.number, TrialModel.trial_id)
-                                   .where(TrialModel.study_id == optuna_id, TrialModel.number >= first_number)).all())
+        session.execute(
+            insert(TrialModel.__table__),
+            [
+                {
+                    "number": first_number + i,
+                    "study_id": optuna_id,
+                    "state": t.state,
+                    "datetime_start": t.datetime_start,
+                    "datetime_complete": t.datetime_complete,
+                }
+                for i, t in enumerate(trials)
+            ],
+        )
+        ids = dict(
+            session.execute(
+                select(TrialModel.number, TrialModel.trial_id).where(
+                    TrialModel.study_id == optuna_id, TrialModel.number >= first_number
+                )
+            ).all()
+        )
         params, values, attrs, intermediate = [], [], [], []
         for i, t in enumerate(trials):
             trial_id = ids[first_number + i]
             for key, value in t.params.items():
                 distribution = t.distributions[key]
-                params.append({"trial_id": trial_id, "param_name": key, "param_value": distribution.to_internal_repr(value),
-                               "distribution_json": distribution_to_json(distribution)})
+                params.append(
+                    {
+                        "trial_id": trial_id,
+                        "param_name": key,
+                        "param_value": distribution.to_internal_repr(value),
+                        "distribution_json": distribution_to_json(distribution),
+                    }
+                )
             for objective, value in enumerate(t.values or []):
                 values.append({"trial_id": trial_id, "objective": objective, "value": value, "value_type": finite})
             for key, value in t.user_attrs.items():
                 attrs.append({"trial_id": trial_id, "key": key, "value_json": json.dumps(value)})
             for step, value in t.intermediate_values.items():
-                intermediate.append({"trial_id": trial_id, "step": step, "intermediate_value": value,
-                                     "intermediate_value_type": iv_finite})
-        for model, rows in ((TrialParamModel, params), (TrialValueModel, values), (TrialUserAttributeModel, attrs),
-                            (TrialIntermediateValueModel, intermediate)):
+                intermediate.append(
+                    {
+                        "trial_id": trial_id,
+                        "step": step,
+                        "intermediate_value": value,
+                        "intermediate_value_type": iv_finite,
+                    }
+                )
+        for model, rows in (
+            (TrialParamModel, params),
+            (TrialValueModel, values),
+            (TrialUserAttributeModel, attrs),
+            (TrialIntermediateValueModel, intermediate),
+        ):
             for chunk in range(0, len(rows), 20_000):
-                session.execute(insert(model.__table__), rows[chunk:chunk + 20_000])
+                session.execute(insert(model.__table__), rows[chunk : chunk + 20_000])
 
 
 def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     import optuna
 
-    from nas.controller.run import optuna_storage
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
-    from nas.store.db import session_scope, upgrade
+    from nas.store.db import optuna_storage, session_scope, upgrade
     from nas.store.models import utcnow
     from services.api.crud import create_study
     from services.api.schemas import StudyCreate
@@ -250,7 +327,9 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     overrides = {"search.trials": count}
     space = load_space(spaces_dir() / "text-mlm-tiny.yaml", overrides)
     with session_scope(url) as session:
-        row = create_study(session, StudyCreate(space="text-mlm-tiny", name="api-load", overrides=overrides), space, "bench")
+        row = create_study(
+            session, StudyCreate(space="text-mlm-tiny", name="api-load", overrides=overrides), space, "bench"
+        )
         row.status, row.attempts, row.started_at, row.finished_at = "succeeded", 1, utcnow(), utcnow()
         study_id, name = row.id, row.name
     study = optuna.create_study(storage=optuna_storage(url), study_name=name, direction="minimize")
@@ -264,26 +343,35 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     t0 = time.perf_counter()
     bulk_insert(url, study._study_id, trials[via_optuna:], via_optuna)
     bulk = time.perf_counter() - t0
-    from nas.store.db import get_engine
     from sqlalchemy import text
+
+    from nas.store.db import get_engine
 
     with get_engine(url).begin() as connection:  # fresh statistics, as autovacuum would give a long-lived database
         for table in ("trials", "trial_values", "trial_params", "trial_user_attributes", "trial_intermediate_values"):
             connection.execute(text(f"ANALYZE {table}"))
     total = time.perf_counter() - began
     per_trial_optuna = add_trials / via_optuna if via_optuna else None
-    print(f"seeded {count} trials in {total:.1f} s: generate {generate:.1f} s, add_trials {via_optuna} in {add_trials:.1f} s"
-          f" ({(per_trial_optuna or 0) * 1e3:.1f} ms/trial), bulk {count - via_optuna} in {bulk:.1f} s", flush=True)
-    return study_id, {"seeding_s": total, "seed_generate_s": generate, "seed_add_trials_n": via_optuna,
-                      "seed_add_trials_s": add_trials, "seed_bulk_s": bulk,
-                      "add_trials_ms_per_trial": per_trial_optuna * 1e3 if per_trial_optuna else None}
+    print(
+        f"seeded {count} trials in {total:.1f} s: generate {generate:.1f} s, add_trials {via_optuna} in {add_trials:.1f} s"
+        f" ({(per_trial_optuna or 0) * 1e3:.1f} ms/trial), bulk {count - via_optuna} in {bulk:.1f} s",
+        flush=True,
+    )
+    return study_id, {
+        "seeding_s": total,
+        "seed_generate_s": generate,
+        "seed_add_trials_n": via_optuna,
+        "seed_add_trials_s": add_trials,
+        "seed_bulk_s": bulk,
+        "add_trials_ms_per_trial": per_trial_optuna * 1e3 if per_trial_optuna else None,
+    }
 
 
 def optuna_contrast(url: str) -> dict:
     """What reading the study through Optuna costs: ``load_study().best_trial`` and every trial (``get_trials``)."""
     import optuna
 
-    from nas.controller.run import optuna_storage
+    from nas.store.db import optuna_storage
 
     t0 = time.perf_counter()
     best = optuna.load_study(study_name="api-load", storage=optuna_storage(url)).best_trial
@@ -291,12 +379,16 @@ def optuna_contrast(url: str) -> dict:
     t0 = time.perf_counter()
     trials = optuna.load_study(study_name="api-load", storage=optuna_storage(url)).get_trials(deepcopy=False)
     all_s = time.perf_counter() - t0
-    print(f"optuna: load_study().best_trial {best_s * 1e3:.0f} ms (trial {best.number}), "
-          f"get_trials() of {len(trials)} {all_s:.2f} s", flush=True)
+    print(
+        f"optuna: load_study().best_trial {best_s * 1e3:.0f} ms (trial {best.number}), "
+        f"get_trials() of {len(trials)} {all_s:.2f} s",
+        flush=True,
+    )
     return {"optuna_best_trial_s": best_s, "optuna_get_trials_s": all_s, "optuna_best_number": best.number}
 
 
 # --- server --------------------------------------------------------------------------------------------
+
 
 def start_server(url: str, workers: int) -> tuple[list[subprocess.Popen], int]:
     """``workers`` uvicorn processes serving ``services.api.create_app`` (settings from NAS_* variables) on one
@@ -313,12 +405,21 @@ def start_server(url: str, workers: int) -> tuple[list[subprocess.Popen], int]:
     holder.bind(("127.0.0.1", 0))  # keeps the port ours; never listens, so it takes no connections
     port = holder.getsockname()[1]
     ready = Path(tempfile.mkdtemp(prefix="nas-bench-ready-"))
-    env = {**os.environ, "NAS_DATABASE_URL": url,
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "NAS_DATABASE_URL": url,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("NAS_ADMIN_TOKEN", None)
-    processes = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-port", str(port),
-                                   "--ready-dir", str(ready)], cwd=REPO, env=env, start_new_session=True)
-                 for _ in range(workers)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-port", str(port), "--ready-dir", str(ready)],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+        for _ in range(workers)
+    ]
     import httpx
 
     deadline = time.monotonic() + 120
@@ -433,7 +534,7 @@ def _postgres_cpu_seconds() -> float:
         total += (int(fields[11]) + int(fields[12])) / TICKS
         parent = fields[1]
         try:
-            is_postmaster = (Path(f"/proc/{parent}/comm").read_text().strip() != "postgres")
+            is_postmaster = Path(f"/proc/{parent}/comm").read_text().strip() != "postgres"
         except (FileNotFoundError, ProcessLookupError):
             is_postmaster = True
         if is_postmaster:
@@ -457,8 +558,13 @@ def machine_busy_fraction(seconds: float = 2.0) -> float:
 
 def _cpu_snapshot(server_pids: list[int]) -> tuple:
     """(this process, each server process, PostgreSQL, the whole machine) CPU seconds, and the clock."""
-    return (time.process_time(), [_cpu_seconds(pid) for pid in server_pids], _postgres_cpu_seconds(),
-            _machine_busy_seconds(), time.perf_counter())
+    return (
+        time.process_time(),
+        [_cpu_seconds(pid) for pid in server_pids],
+        _postgres_cpu_seconds(),
+        _machine_busy_seconds(),
+        time.perf_counter(),
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -468,15 +574,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-async def drive(base: str, token: str, paths: dict[str, str], clients: int, warmup: float, duration: float,
-                server_pids: list[int]) -> dict:
+async def drive(
+    base: str, token: str, paths: dict[str, str], clients: int, warmup: float, duration: float, server_pids: list[int]
+) -> dict:
     """``clients`` closed-loop clients, each rotating through ``paths``; latencies of the ``duration`` after
     ``warmup``, errors, and the CPU seconds each party used meanwhile."""
     import httpx
 
     names = list(paths)
     latencies: dict[str, list[float]] = {e: [] for e in names}
-    errors: dict[str, int] = {e: 0 for e in names}
+    errors: dict[str, int] = dict.fromkeys(names, 0)
     error_kinds: dict[str, int] = {}
     measuring = asyncio.Event()
     # One AsyncClient (one keep-alive connection) per simulated client, not one pool of ``clients``
@@ -485,8 +592,10 @@ async def drive(base: str, token: str, paths: dict[str, str], clients: int, warm
     # process's CPU per request, on the same two cores as the server.
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     headers = {"Authorization": f"Bearer {token}"}
-    sessions = [httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=httpx.Timeout(10.0))
-                for _ in range(clients)]
+    sessions = [
+        httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=httpx.Timeout(10.0))
+        for _ in range(clients)
+    ]
     stop_at = time.monotonic() + warmup + duration
 
     async def one_client(index: int) -> None:
@@ -499,7 +608,7 @@ async def drive(base: str, token: str, paths: dict[str, str], clients: int, warm
                 response = await client.get(paths[endpoint])
                 ok = 200 <= response.status_code < 300
                 kind = None if ok else f"HTTP {response.status_code}"
-            except Exception as error:  # noqa: BLE001 - every failure counts
+            except Exception as error:
                 ok, kind = False, type(error).__name__
             elapsed = time.perf_counter() - t0
             if measuring.is_set():
@@ -525,49 +634,97 @@ async def drive(base: str, token: str, paths: dict[str, str], clients: int, warm
     per_process = [after - before for before, after in zip(cpu0[1], cpu1[1])]
     client_cpu, postgres_cpu, machine_cpu = cpu1[0] - cpu0[0], cpu1[2] - cpu0[2], cpu1[3] - cpu0[3]
     server_cpu = sum(per_process)
-    result = {"p50_ms": _percentile(every, 50) * 1e3, "p99_ms": _percentile(every, 99) * 1e3,
-              "rps": len(every) / wall, "errors": sum(errors.values()), "requests": len(every),
-              "mean_ms": sum(every) / len(every) * 1e3 if every else float("nan"),
-              "max_ms": max(every) * 1e3 if every else float("nan")}
+    result = {
+        "p50_ms": _percentile(every, 50) * 1e3,
+        "p99_ms": _percentile(every, 99) * 1e3,
+        "rps": len(every) / wall,
+        "errors": sum(errors.values()),
+        "requests": len(every),
+        "mean_ms": sum(every) / len(every) * 1e3 if every else float("nan"),
+        "max_ms": max(every) * 1e3 if every else float("nan"),
+    }
     for endpoint in names:
         result[f"{endpoint}_p50_ms"] = _percentile(latencies[endpoint], 50) * 1e3
         result[f"{endpoint}_p99_ms"] = _percentile(latencies[endpoint], 99) * 1e3
         result[f"{endpoint}_errors"] = errors[endpoint]
     per = 1e3 / len(every) if every else float("nan")
-    result.update({"cpu_load_generator_s": client_cpu, "cpu_server_s": server_cpu, "cpu_postgres_s": postgres_cpu,
-                   "cpu_other_processes_s": machine_cpu - client_cpu - server_cpu - postgres_cpu,
-                   "cpu_available_s": wall * (os.cpu_count() or 1), "cpu_server_processes_s": per_process,
-                   "server_cpu_ms_per_request": server_cpu * per, "postgres_cpu_ms_per_request": postgres_cpu * per,
-                   "load_generator_cpu_ms_per_request": client_cpu * per, "error_kinds": error_kinds})
+    result.update(
+        {
+            "cpu_load_generator_s": client_cpu,
+            "cpu_server_s": server_cpu,
+            "cpu_postgres_s": postgres_cpu,
+            "cpu_other_processes_s": machine_cpu - client_cpu - server_cpu - postgres_cpu,
+            "cpu_available_s": wall * (os.cpu_count() or 1),
+            "cpu_server_processes_s": per_process,
+            "server_cpu_ms_per_request": server_cpu * per,
+            "postgres_cpu_ms_per_request": postgres_cpu * per,
+            "load_generator_cpu_ms_per_request": client_cpu * per,
+            "error_kinds": error_kinds,
+        }
+    )
     return result
 
 
 ENDPOINTS = ("study", "trials", "best")
-HEADLINE_KEYS = ("p50_ms", "p99_ms", "rps", "errors", "requests", "mean_ms", "max_ms", "littles_law_mean_ms",
-                 *(f"{e}_{q}_ms" for e in ENDPOINTS for q in ("p50", "p99")),
-                 "server_cpu_ms_per_request", "postgres_cpu_ms_per_request", "load_generator_cpu_ms_per_request")
-CPU_KEYS = ("cpu_load_generator_s", "cpu_server_s", "cpu_server_processes_s", "cpu_postgres_s", "cpu_other_processes_s",
-            "cpu_available_s")
+HEADLINE_KEYS = (
+    "p50_ms",
+    "p99_ms",
+    "rps",
+    "errors",
+    "requests",
+    "mean_ms",
+    "max_ms",
+    "littles_law_mean_ms",
+    *(f"{e}_{q}_ms" for e in ENDPOINTS for q in ("p50", "p99")),
+    "server_cpu_ms_per_request",
+    "postgres_cpu_ms_per_request",
+    "load_generator_cpu_ms_per_request",
+)
+CPU_KEYS = (
+    "cpu_load_generator_s",
+    "cpu_server_s",
+    "cpu_server_processes_s",
+    "cpu_postgres_s",
+    "cpu_other_processes_s",
+    "cpu_available_s",
+)
 SUMMARY_KEYS = ("p50_ms", "p99_ms", "rps", "errors", "server_cpu_ms_per_request", "postgres_cpu_ms_per_request")
 
 
 async def run_load(base: str, token: str, study_id: int, args, server_pids: list[int]) -> dict:
-    paths = dict(zip(ENDPOINTS, (f"/api/v1/studies/{study_id}", f"/api/v1/studies/{study_id}/trials?limit=50",
-                                 f"/api/v1/studies/{study_id}/best")))
+    paths = dict(
+        zip(
+            ENDPOINTS,
+            (
+                f"/api/v1/studies/{study_id}",
+                f"/api/v1/studies/{study_id}/trials?limit=50",
+                f"/api/v1/studies/{study_id}/best",
+            ),
+        )
+    )
     main = await drive(base, token, paths, args.clients, args.warmup, args.duration, server_pids)
-    print(f"load: {main['requests']} requests in {args.duration:.0f} s ({main['rps']:.0f}/s), p50 {main['p50_ms']:.1f} ms, "
-          f"p99 {main['p99_ms']:.1f} ms, {main['errors']} errors; CPU s: load generator {main['cpu_load_generator_s']:.1f}, "
-          f"server {main['cpu_server_s']:.1f}, PostgreSQL {main['cpu_postgres_s']:.1f}, "
-          f"other processes {main['cpu_other_processes_s']:.1f} of {main['cpu_available_s']:.0f}", flush=True)
+    print(
+        f"load: {main['requests']} requests in {args.duration:.0f} s ({main['rps']:.0f}/s), p50 {main['p50_ms']:.1f} ms, "
+        f"p99 {main['p99_ms']:.1f} ms, {main['errors']} errors; CPU s: load generator {main['cpu_load_generator_s']:.1f}, "
+        f"server {main['cpu_server_s']:.1f}, PostgreSQL {main['cpu_postgres_s']:.1f}, "
+        f"other processes {main['cpu_other_processes_s']:.1f} of {main['cpu_available_s']:.0f}",
+        flush=True,
+    )
     result = {**main, "littles_law_mean_ms": args.clients / main["rps"] * 1e3 if main["rps"] else float("nan")}
     if args.solo > 0:  # one client at a time: each endpoint's own service time, no queueing
         solo = await drive(base, token, paths, 1, 1.0, args.solo, server_pids)
-        print(f"solo (1 client): p50 {solo['p50_ms']:.1f} ms, p99 {solo['p99_ms']:.1f} ms, {solo['rps']:.0f}/s", flush=True)
+        print(
+            f"solo (1 client): p50 {solo['p50_ms']:.1f} ms, p99 {solo['p99_ms']:.1f} ms, {solo['rps']:.0f}/s",
+            flush=True,
+        )
         result["solo"] = {**{k: solo[k] for k in SUMMARY_KEYS}, **{f"{e}_p50_ms": solo[f"{e}_p50_ms"] for e in paths}}
     if args.floor > 0:  # the same clients on the cheapest route (no auth, one query): the framework's own ceiling
         floor = await drive(base, token, {"healthz": "/healthz"}, args.clients, 1.0, args.floor, server_pids)
-        print(f"floor (/healthz, {args.clients} clients): {floor['rps']:.0f}/s, p50 {floor['p50_ms']:.1f} ms, "
-              f"p99 {floor['p99_ms']:.1f} ms", flush=True)
+        print(
+            f"floor (/healthz, {args.clients} clients): {floor['rps']:.0f}/s, p50 {floor['p50_ms']:.1f} ms, "
+            f"p99 {floor['p99_ms']:.1f} ms",
+            flush=True,
+        )
         result["healthz"] = {k: floor[k] for k in SUMMARY_KEYS}
     return result
 
@@ -577,8 +734,10 @@ def marks_index_present(url: str) -> bool:
 
     from nas.store.db import get_engine
 
-    return any(index["name"] == "ix_nas_trial_user_attributes_marked"
-               for index in inspect(get_engine(url)).get_indexes("trial_user_attributes"))
+    return any(
+        index["name"] == "ix_nas_trial_user_attributes_marked"
+        for index in inspect(get_engine(url)).get_indexes("trial_user_attributes")
+    )
 
 
 if __name__ == "__main__":

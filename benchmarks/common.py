@@ -20,8 +20,10 @@ HEADLINES = {
     "search_overhead": ("efficiency", ">= 0.85"),
     "mfu": ("mfu", "record (bare transformers loop ~0.36)"),
     "api_load": ("p99_ms", "< 50 ms, 0 errors"),
-    "proxy_fidelity": ("text-mlm-tiny_kendall_tau", "text >= 0.7, above params and zero-cost, compute <= 0.1; "
-                                                    "vit-mae and cnn-contrastive >= 0.6"),
+    "proxy_fidelity": (
+        "text-mlm-tiny_kendall_tau",
+        "text >= 0.7, above params and zero-cost, compute <= 0.1; vit-mae and cnn-contrastive >= 0.6",
+    ),
     "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
 }
 
@@ -44,14 +46,23 @@ def fixed_text_candidate(space_name: str, overrides: list[str], lr: float):
 def machine() -> dict:
     import torch
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def record(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    payload = {"benchmark": name, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine(), **payload}
+    payload = {
+        "benchmark": name,
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **payload,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     write_table()
@@ -66,9 +77,14 @@ def write_table() -> None:
         if not isinstance(data, dict) or "benchmark" not in data:
             continue  # e.g. proxy_fidelity_levers.json, which has a table of its own
         key, target = HEADLINES.get(data["benchmark"], ("", ""))
-        details = ", ".join(f"{k}={_fmt(v)}" for k, v in data.items()
-                            if k not in ("benchmark", "measured_at", "machine", key) and not isinstance(v, (dict, list)))
-        rows.append(f"| {data['benchmark']} | {key} | {_fmt(data.get(key))} | {target} | {details} | {data['measured_at']} |")
+        details = ", ".join(
+            f"{k}={_fmt(v)}"
+            for k, v in data.items()
+            if k not in ("benchmark", "measured_at", "machine", key) and not isinstance(v, (dict, list))
+        )
+        rows.append(
+            f"| {data['benchmark']} | {key} | {_fmt(data.get(key))} | {target} | {details} | {data['measured_at']} |"
+        )
     replace_in_readme("results", "\n".join(rows))
 
 
@@ -78,7 +94,7 @@ def replace_in_readme(marker: str, table: str) -> None:
     text = readme.read_text() if readme.exists() else ""
     start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
     if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):]
+        text = text[: text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end) :]
     else:
         text += f"\n{start}\n{table}\n{end}\n"
     readme.write_text(text)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from common import record
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s), by the name torch reports.
@@ -48,19 +47,31 @@ def main() -> None:
         raise SystemExit("no CUDA GPU here: run this on a GPU machine")
     import optuna
 
-    from nas.controller.run import ensure_ray, optuna_storage, run_study
+    from nas.controller.run import ensure_ray, run_study
     from nas.export import export_trial, load_trial
     from nas.pretrain import run_pretraining
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
+    from nas.store.db import optuna_storage
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     url = f"sqlite:///{work / 'nas.db'}"
-    space = load_space(spaces_dir() / "text-mlm-small.yaml", [
-        f"search.trials={args.trials}", "search.concurrency=4", "search.scheduler=none", "objectives=[val_loss]",
-        "search.sampler=tpe", "resources_per_trial.gpu=0.25", "resources_per_trial.cpu=2",
-        f"proxy.steps={args.proxy_steps}", f"proxy.eval_every={args.proxy_steps // 3}",
-        "architecture.num_layers={int: [2, 6]}", "constraints=[hidden_size % num_heads == 0, params <= 40_000_000]"])
+    space = load_space(
+        spaces_dir() / "text-mlm-small.yaml",
+        [
+            f"search.trials={args.trials}",
+            "search.concurrency=4",
+            "search.scheduler=none",
+            "objectives=[val_loss]",
+            "search.sampler=tpe",
+            "resources_per_trial.gpu=0.25",
+            "resources_per_trial.cpu=2",
+            f"proxy.steps={args.proxy_steps}",
+            f"proxy.eval_every={args.proxy_steps // 3}",
+            "architecture.num_layers={int: [2, 6]}",
+            "constraints=[hidden_size % num_heads == 0, params <= 40_000_000]",
+        ],
+    )
     ensure_ray()
     start = time.perf_counter()
     outcome = run_study(space, "gpu-check", url, progress=False)
@@ -76,14 +87,18 @@ def main() -> None:
     recipe = yaml.safe_load(recipe_path.read_text())
     recipe.update(checkpoint_every=args.pretrain_steps, log_every=20, batch_size=64)
     recipe_path.write_text(yaml.safe_dump(recipe))
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nas.data.prepare import prepare_data
     from nas.export import load_exported_model
     from nas.proxies.registry import get_proxy
-    from nas.data.prepare import prepare_data
-    from torch.utils.flop_counter import FlopCounterMode
 
     model = load_exported_model(folder, "transformer").cuda()
     data = prepare_data(space.data, "text", 0)
-    hp = {k: recipe[k] for k in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")}
+    hp = {
+        k: recipe[k]
+        for k in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")
+    }
     proxy = get_proxy("mlm")(data, space.data_shape, hp, 1)
     batch = {k: v.cuda() for k, v in proxy.train_batch(torch.Generator().manual_seed(0)).items()}
     counter = FlopCounterMode(display=False)
@@ -94,8 +109,9 @@ def main() -> None:
     torch.cuda.empty_cache()
 
     start = time.perf_counter()
-    output = run_pretraining(folder, work / "pretrained", max_steps=args.pretrain_steps, workers=1,
-                             gpus_per_worker=1, progress=False)
+    output = run_pretraining(
+        folder, work / "pretrained", max_steps=args.pretrain_steps, workers=1, gpus_per_worker=1, progress=False
+    )
     pretrain_s = time.perf_counter() - start
     history = json.loads((output / "nas_provenance.json").read_text())["pretraining"]["history"]
     steady = history[1:] if len(history) > 2 else history
@@ -103,14 +119,26 @@ def main() -> None:
     name = torch.cuda.get_device_name(0)
     peak = card_peak_tflops(name)
     achieved = flops_per_step * steps_per_s / 1e12
-    record("gpu_check", {
-        "device": name, "search_status": outcome.status, "trials": len(trials), "search_wall_s": search_s,
-        "trials_per_hour": len(trials) / search_s * 3600, "per_trial_gpu_memory_mb": memory,
-        "max_trial_gpu_memory_mb": max(memory) if memory else None,
-        "pretrain_steps": args.pretrain_steps, "pretrain_wall_s": pretrain_s, "pretrain_steps_per_s": steps_per_s,
-        "pretrain_tflops": achieved, "card_bf16_peak_tflops": peak, "measured_bf16_matmul_tflops": measured_bf16_tflops(),
-        "mfu": achieved / peak if peak else None, "best_architecture": load_trial(url, "gpu-check").architecture,
-    })
+    record(
+        "gpu_check",
+        {
+            "device": name,
+            "search_status": outcome.status,
+            "trials": len(trials),
+            "search_wall_s": search_s,
+            "trials_per_hour": len(trials) / search_s * 3600,
+            "per_trial_gpu_memory_mb": memory,
+            "max_trial_gpu_memory_mb": max(memory) if memory else None,
+            "pretrain_steps": args.pretrain_steps,
+            "pretrain_wall_s": pretrain_s,
+            "pretrain_steps_per_s": steps_per_s,
+            "pretrain_tflops": achieved,
+            "card_bf16_peak_tflops": peak,
+            "measured_bf16_matmul_tflops": measured_bf16_tflops(),
+            "mfu": achieved / peak if peak else None,
+            "best_architecture": load_trial(url, "gpu-check").architecture,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,20 @@ import argparse
 import time
 
 import torch
-
 from common import fixed_text_candidate, record
+
 from nas.models import get_family
 from nas.proxies.loop import build_proxy, run_proxy
 
 # The median of text-mlm-small's ranges: layers 2-12 -> 7, hidden {128..768} -> 384, heads -> 8, ffn -> 3.
-MEDIAN = ["architecture.block=bert", "architecture.num_layers=7", "architecture.hidden_size=384",
-          "architecture.num_heads=8", "architecture.ffn_ratio=3", "architecture.activation=gelu"]
+MEDIAN = [
+    "architecture.block=bert",
+    "architecture.num_layers=7",
+    "architecture.hidden_size=384",
+    "architecture.num_heads=8",
+    "architecture.ffn_ratio=3",
+    "architecture.activation=gelu",
+]
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -36,9 +42,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    space, data, candidate = fixed_text_candidate("text-mlm-small", MEDIAN + [
-        f"proxy.steps={args.steps}", f"proxy.eval_every={args.steps}", "proxy.eval_batches=1",
-        f"proxy.batch_size={args.batch_size}", "data.max_samples=3000"], lr=3e-4)
+    space, data, candidate = fixed_text_candidate(
+        "text-mlm-small",
+        MEDIAN
+        + [
+            f"proxy.steps={args.steps}",
+            f"proxy.eval_every={args.steps}",
+            "proxy.eval_batches=1",
+            f"proxy.batch_size={args.batch_size}",
+            "data.max_samples=3000",
+        ],
+        lr=3e-4,
+    )
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -55,11 +70,20 @@ def main() -> None:
     peak_after = matmul_gflops()
     peak = max(peak_before, peak_after)
     achieved = flops_per_sample * throughput / 1e9
-    record("mfu", {
-        "mfu": achieved / peak, "achieved_gflops": achieved, "matmul_gflops": peak,
-        "train_flops_per_sample": flops_per_sample, "samples_per_s": throughput, "batch_size": args.batch_size,
-        "seq_len": space.data.seq_len, "params": candidate.params.total, "architecture": candidate.architecture,
-    })
+    record(
+        "mfu",
+        {
+            "mfu": achieved / peak,
+            "achieved_gflops": achieved,
+            "matmul_gflops": peak,
+            "train_flops_per_sample": flops_per_sample,
+            "samples_per_s": throughput,
+            "batch_size": args.batch_size,
+            "seq_len": space.data.seq_len,
+            "params": candidate.params.total,
+            "architecture": candidate.architecture,
+        },
+    )
 
 
 if __name__ == "__main__":

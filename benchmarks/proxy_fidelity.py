@@ -64,22 +64,32 @@ def _init_worker(nas_home: str) -> None:
 
 def train_once(job: dict[str, Any]) -> dict[str, Any]:
     """One proxy or reference run of one architecture with one seed; returns its metrics."""
+    from nas.catalog import TASKS
     from nas.data.prepare import prepare_data
-    from nas.models.base import ParamCount
     from nas.proxies.loop import run_proxy
-    from nas.proxies.registry import TASKS
-    from nas.space.spec import Candidate, parse_space
+    from nas.space import Candidate, parse_space
 
     space = parse_space(job["space"], check_data=False, check_satisfiable=False)
     key = json.dumps(job["space"]["data"], sort_keys=True) + space.task
     if key not in _DATA:
-        _DATA[key] = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
-    spec = job["candidate"]
-    candidate = Candidate(spec["architecture"], spec["hyperparameters"], ParamCount(spec["params"], spec["non_embedding_params"]))
+        _DATA[key] = prepare_data(
+            space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed
+        )
+    candidate = Candidate.from_json(job["candidate"])
     started = time.perf_counter()
     metrics = run_proxy(space, candidate, _DATA[key], lambda *args, **kwargs: None, seed=job["seed"])
-    keep = ("val_loss", "predicted_loss", "val_curve", "train_curve", "flops", "params", "non_embedding_params",
-            "zero_cost_grad_norm", "zero_cost_snip", "zero_cost_ms")
+    keep = (
+        "val_loss",
+        "predicted_loss",
+        "val_curve",
+        "train_curve",
+        "flops",
+        "params",
+        "non_embedding_params",
+        "zero_cost_grad_norm",
+        "zero_cost_snip",
+        "zero_cost_ms",
+    )
     result = {k: metrics[k] for k in keep if k in metrics}
     data = _DATA[key]
     batch = int(candidate.hyperparameters["batch_size"])
@@ -92,6 +102,7 @@ def train_once(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the driver ---------------------------------------------------------------------------------------
+
 
 def draw_architectures(space, count: int, seed: int) -> list:
     """``count`` distinct feasible architectures at evenly spaced quantiles of non-embedding parameters."""
@@ -130,7 +141,9 @@ def cached_runs(jobs: list[dict[str, Any]], workers: int, cache: Path | None, na
     todo.sort(key=lambda i: -jobs[i]["space"]["proxy"]["steps"] * jobs[i]["candidate"]["params"])
     started, done = time.perf_counter(), 0
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(nas_home,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(nas_home,)
+    ) as pool:
         futures = {pool.submit(train_once, jobs[i]): i for i in todo}
         from concurrent.futures import as_completed
 
@@ -140,7 +153,12 @@ def cached_runs(jobs: list[dict[str, Any]], workers: int, cache: Path | None, na
             done += 1
             if cache:
                 (cache / f"{keys[index]}.json").write_text(json.dumps(results[index]))
-            print(f"\r  {done}/{len(todo)} runs, {time.perf_counter() - started:.0f} s", end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  {done}/{len(todo)} runs, {time.perf_counter() - started:.0f} s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
     if todo:
         print(file=sys.stderr)
     return results  # type: ignore[return-value]
@@ -150,26 +168,38 @@ def measure_space(name: str, args: argparse.Namespace, nas_home: str) -> dict[st
     from nas.audit import kendall_tau, spearman, top_k_overlap
     from nas.audit.reference import long_run_overrides, proxy_score
     from nas.audit.run import PRIMARY_ZERO_COST
+    from nas.catalog import TASKS
     from nas.data.prepare import prepare_data
-    from nas.proxies.registry import TASKS
     from nas.space import apply_overrides, parse_space
     from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 
     space = load_benchmark_space(name, args.set)
     if args.quick:
-        space = parse_space(apply_overrides(space.raw, {"proxy.steps": max(8, space.proxy.steps // 4),
-                                                        "proxy.eval_every": max(2, space.proxy.eval_every // 4)}))
+        space = parse_space(
+            apply_overrides(
+                space.raw,
+                {
+                    "proxy.steps": max(8, space.proxy.steps // 4),
+                    "proxy.eval_every": max(2, space.proxy.eval_every // 4),
+                },
+            )
+        )
     prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
-    reference = parse_space(apply_overrides(space.raw, {**long_run_overrides(space, args.factor),
-                                                         **dict(_pairs(args.ref_set))}), check_data=False)
+    reference = parse_space(
+        apply_overrides(space.raw, {**long_run_overrides(space, args.factor), **dict(_pairs(args.ref_set))}),
+        check_data=False,
+    )
     candidates = draw_architectures(space, args.archs, args.arch_seed)
     proxy_seed = space.search.seed
     ref_seeds = [proxy_seed + 1 + i for i in range(args.ref_seeds or REF_SEEDS[name])]
     repeat_seed = proxy_seed + 100  # a second proxy run per architecture: the proxy's own seed-to-seed noise
     # A candidate carries its hyperparameters (drawn from the proxy's space); --ref-set proxy.<hyperparameter>
     # must reach the long runs' copies too, or it would change nothing.
-    ref_hyperparameters = {key.removeprefix("proxy."): value for key, value in _pairs(args.ref_set)
-                           if key.removeprefix("proxy.") in SEARCHABLE_HYPERPARAMETERS}
+    ref_hyperparameters = {
+        key.removeprefix("proxy."): value
+        for key, value in _pairs(args.ref_set)
+        if key.removeprefix("proxy.") in SEARCHABLE_HYPERPARAMETERS
+    }
     jobs = []
     for candidate in candidates:
         jobs.append({"space": space.raw, "candidate": candidate.to_json(), "seed": proxy_seed})
@@ -185,24 +215,33 @@ def measure_space(name: str, args: argparse.Namespace, nas_home: str) -> dict[st
     rows = []
     for index, candidate in enumerate(candidates):
         proxy_run, repeat_run = runs[index * per_arch], runs[index * per_arch + 1]
-        ref_runs = runs[index * per_arch + 2:(index + 1) * per_arch]
-        rows.append({
-            "architecture": candidate.architecture, "params": candidate.params.total,
-            "non_embedding_params": candidate.params.non_embedding,
-            "proxy_score": proxy_score(proxy_run, space), "proxy_val_loss": proxy_run["val_loss"],
-            "proxy_repeat_score": proxy_score(repeat_run, space),
-            "reference_losses": [r["val_loss"] for r in ref_runs],
-            "reference_curves": [r["val_curve"] for r in ref_runs],
-            "reference_loss": statistics.fmean(r["val_loss"] for r in ref_runs),
-            "zero_cost": {k: proxy_run[k] for k in proxy_run if k.startswith("zero_cost")},
-            "proxy_curve": proxy_run["val_curve"], "proxy_train_curve": proxy_run.get("train_curve"),
-            "proxy_flops": proxy_run["compute_flops"], "reference_flops": sum(r["compute_flops"] for r in ref_runs) / len(ref_runs),
-        })
+        ref_runs = runs[index * per_arch + 2 : (index + 1) * per_arch]
+        rows.append(
+            {
+                "architecture": candidate.architecture,
+                "params": candidate.params.total,
+                "non_embedding_params": candidate.params.non_embedding,
+                "proxy_score": proxy_score(proxy_run, space),
+                "proxy_val_loss": proxy_run["val_loss"],
+                "proxy_repeat_score": proxy_score(repeat_run, space),
+                "reference_losses": [r["val_loss"] for r in ref_runs],
+                "reference_curves": [r["val_curve"] for r in ref_runs],
+                "reference_loss": statistics.fmean(r["val_loss"] for r in ref_runs),
+                "zero_cost": {k: proxy_run[k] for k in proxy_run if k.startswith("zero_cost")},
+                "proxy_curve": proxy_run["val_curve"],
+                "proxy_train_curve": proxy_run.get("train_curve"),
+                "proxy_flops": proxy_run["compute_flops"],
+                "reference_flops": sum(r["compute_flops"] for r in ref_runs) / len(ref_runs),
+            }
+        )
     truth = [r["reference_loss"] for r in rows]
     proxy = [r["proxy_score"] for r in rows]
     k = max(1, len(rows) // 4)
-    ceilings = [kendall_tau([r["reference_losses"][a] for r in rows], [r["reference_losses"][b] for r in rows])
-                for a in range(len(ref_seeds)) for b in range(a + 1, len(ref_seeds))]
+    ceilings = [
+        kendall_tau([r["reference_losses"][a] for r in rows], [r["reference_losses"][b] for r in rows])
+        for a in range(len(ref_seeds))
+        for b in range(a + 1, len(ref_seeds))
+    ]
     result = {
         "kendall_tau": kendall_tau(proxy, truth),
         "spearman": spearman(proxy, truth),
@@ -217,18 +256,35 @@ def measure_space(name: str, args: argparse.Namespace, nas_home: str) -> dict[st
         "n_archs": len(rows),
         "val_loss_kendall_tau": kendall_tau([r["proxy_val_loss"] for r in rows], truth),
         "total_params_kendall_tau": kendall_tau([-r["params"] for r in rows], truth),
-        "zero_cost_scores_kendall_tau": {key: kendall_tau([-r["zero_cost"][key] for r in rows], truth)
-                                         for key in rows[0]["zero_cost"] if key != "zero_cost_ms"},
+        "zero_cost_scores_kendall_tau": {
+            key: kendall_tau([-r["zero_cost"][key] for r in rows], truth)
+            for key in rows[0]["zero_cost"]
+            if key != "zero_cost_ms"
+        },
         "reference_spread": max(truth) - min(truth),
-        "reference_seed_sd": statistics.fmean(statistics.stdev(r["reference_losses"]) for r in rows) if len(ref_seeds) > 1 else math.nan,
-        "proxy_steps": space.proxy.steps, "reference_steps": reference.proxy.steps, "proxy_seed": proxy_seed,
-        "reference_seeds": ref_seeds, "proxy": {k: v for k, v in space.raw["proxy"].items()},
-        "objective": space.objectives[0], "wall_s": time.perf_counter() - started, "archs": rows,
+        "reference_seed_sd": statistics.fmean(statistics.stdev(r["reference_losses"]) for r in rows)
+        if len(ref_seeds) > 1
+        else math.nan,
+        "proxy_steps": space.proxy.steps,
+        "reference_steps": reference.proxy.steps,
+        "proxy_seed": proxy_seed,
+        "reference_seeds": ref_seeds,
+        "proxy": {k: v for k, v in space.raw["proxy"].items()},
+        "objective": space.objectives[0],
+        "wall_s": time.perf_counter() - started,
+        "archs": rows,
     }
-    result["passes"] = bool(result["kendall_tau"] >= TARGETS[name] and (
-        name != "text-mlm-tiny" or (result["kendall_tau"] > result["params_kendall_tau"]
-                                    and result["kendall_tau"] > result["zero_cost_kendall_tau"]
-                                    and result["proxy_compute_fraction"] <= 0.1)))
+    result["passes"] = bool(
+        result["kendall_tau"] >= TARGETS[name]
+        and (
+            name != "text-mlm-tiny"
+            or (
+                result["kendall_tau"] > result["params_kendall_tau"]
+                and result["kendall_tau"] > result["zero_cost_kendall_tau"]
+                and result["proxy_compute_fraction"] <= 0.1
+            )
+        )
+    )
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float))}
     print(f"{name}: " + ", ".join(f"{k}={v:.3g}" for k, v in summary.items()), file=sys.stderr)
     return result
@@ -251,8 +307,12 @@ def half_seeds_ceiling(losses: list[list[float]]) -> float:
         if 0 not in first:  # each split once
             continue
         second = [s for s in seeds if s not in first][:half]
-        taus.append(kendall_tau([statistics.fmean(row[s] for s in first) for row in losses],
-                                [statistics.fmean(row[s] for s in second) for row in losses]))
+        taus.append(
+            kendall_tau(
+                [statistics.fmean(row[s] for s in first) for row in losses],
+                [statistics.fmean(row[s] for s in second) for row in losses],
+            )
+        )
     return statistics.fmean(taus)
 
 
@@ -271,9 +331,15 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for axis, (name, result) in zip(axes[0], results.items()):
         rows = result["archs"]
-        axis.scatter([r["proxy_score"] for r in rows], [r["reference_loss"] for r in rows], c=[math.log10(r["params"]) for r in rows])
+        axis.scatter(
+            [r["proxy_score"] for r in rows],
+            [r["reference_loss"] for r in rows],
+            c=[math.log10(r["params"]) for r in rows],
+        )
         axis.set_xlabel(f"proxy {result['objective']} ({result['proxy_steps']} steps)")
-        axis.set_ylabel(f"reference val_loss ({result['reference_steps']} steps, mean of {len(result['reference_seeds'])} seeds)")
+        axis.set_ylabel(
+            f"reference val_loss ({result['reference_steps']} steps, mean of {len(result['reference_seeds'])} seeds)"
+        )
         axis.set_title(f"{name}: tau {result['kendall_tau']:.2f} (seed ceiling {result['seed_ceiling_tau']:.2f})")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -282,22 +348,28 @@ def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 def write_fidelity_table(results: dict[str, dict[str, Any]]) -> None:
     """The recorded run, one row per space, between markers in benchmarks/README.md."""
-    rows = ["| space | tau | tau, 2nd proxy seed | params tau | zero-cost tau | seed ceiling | averaged ceiling "
-            "| proxy seed tau | compute | steps (proxy / reference x seeds) | target | passes |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| space | tau | tau, 2nd proxy seed | params tau | zero-cost tau | seed ceiling | averaged ceiling "
+        "| proxy seed tau | compute | steps (proxy / reference x seeds) | target | passes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, r in results.items():
-        rows.append(f"| {name} | {r['kendall_tau']:.2f} | {r['kendall_tau_repeat_seed']:.2f} | {r['params_kendall_tau']:.2f} "
-                    f"| {r['zero_cost_kendall_tau']:.2f} | {r['seed_ceiling_tau']:.2f} | {r['half_seeds_ceiling_tau']:.2f} "
-                    f"| {r['proxy_seed_tau']:.2f} | {r['proxy_compute_fraction']:.3f} "
-                    f"| {r['proxy_steps']} / {r['reference_steps']} x {len(r['reference_seeds'])} | {TARGETS[name]:g} "
-                    f"| {'yes' if r['passes'] else 'no'} |")
+        rows.append(
+            f"| {name} | {r['kendall_tau']:.2f} | {r['kendall_tau_repeat_seed']:.2f} | {r['params_kendall_tau']:.2f} "
+            f"| {r['zero_cost_kendall_tau']:.2f} | {r['seed_ceiling_tau']:.2f} | {r['half_seeds_ceiling_tau']:.2f} "
+            f"| {r['proxy_seed_tau']:.2f} | {r['proxy_compute_fraction']:.3f} "
+            f"| {r['proxy_steps']} / {r['reference_steps']} x {len(r['reference_seeds'])} | {TARGETS[name]:g} "
+            f"| {'yes' if r['passes'] else 'no'} |"
+        )
     replace_in_readme("fidelity", "\n".join(rows))
 
 
 def write_levers_table(levers: list[dict[str, Any]]) -> None:
     """The table of levers tried, between markers in benchmarks/README.md (rows in the order they were run)."""
-    rows = ["| lever | space | tau | tau, 2nd proxy seed | params tau | zero-cost tau | seed ceiling | proxy seed tau | compute |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| lever | space | tau | tau, 2nd proxy seed | params tau | zero-cost tau | seed ceiling | proxy seed tau | compute |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
 
     def cell(value: Any) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
@@ -312,9 +384,11 @@ def write_levers_table(levers: list[dict[str, Any]]) -> None:
         for name in SPACES:
             if name in lever:
                 r = lever[name]
-                rows.append(f"| {lever['lever']} | {name} | {cell(r['kendall_tau'])} | {cell(r.get('kendall_tau_repeat_seed'))} "
-                            f"| {cell(r['params_kendall_tau'])} | {cell(r['zero_cost_kendall_tau'])} | {ceiling(r)} "
-                            f"| {cell(r.get('proxy_seed_tau'))} | {cell(r['proxy_compute_fraction'])} |")
+                rows.append(
+                    f"| {lever['lever']} | {name} | {cell(r['kendall_tau'])} | {cell(r.get('kendall_tau_repeat_seed'))} "
+                    f"| {cell(r['params_kendall_tau'])} | {cell(r['zero_cost_kendall_tau'])} | {ceiling(r)} "
+                    f"| {cell(r.get('proxy_seed_tau'))} | {cell(r['proxy_compute_fraction'])} |"
+                )
     replace_in_readme("levers", "\n".join(rows))
 
 
@@ -327,11 +401,15 @@ def main() -> None:
     parser.add_argument("--arch-seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the space (a lever)")
-    parser.add_argument("--ref-set", action="append", default=[], metavar="KEY=VALUE", help="override the reference only")
+    parser.add_argument(
+        "--ref-set", action="append", default=[], metavar="KEY=VALUE", help="override the reference only"
+    )
     parser.add_argument("--lever", help="record a row of results/proxy_fidelity_levers.json instead of the main result")
     parser.add_argument("--cache", type=Path, help="keep each run's metrics here and re-use them")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 archs, proxy at 1/4 length, factor 4")
-    parser.add_argument("--dump", type=Path, help="also write the whole result, every architecture's runs included, here")
+    parser.add_argument(
+        "--dump", type=Path, help="also write the whole result, every architecture's runs included, here"
+    )
     args = parser.parse_args()
     if args.quick:
         args.archs, args.factor = 5, 4.0
@@ -343,22 +421,46 @@ def main() -> None:
     started = time.perf_counter()
     results = {name: measure_space(name, args, home) for name in args.spaces}
     payload = {
-        "spaces": results, "passes": all(r["passes"] for r in results.values()),
+        "spaces": results,
+        "passes": all(r["passes"] for r in results.values()),
         **{f"{name}_kendall_tau": r["kendall_tau"] for name, r in results.items()},
-        "archs": args.archs, "factor": args.factor, "workers": args.workers,
-        "overrides": args.set, "wall_s": time.perf_counter() - started, "command": " ".join(sys.argv[1:]),
+        "archs": args.archs,
+        "factor": args.factor,
+        "workers": args.workers,
+        "overrides": args.set,
+        "wall_s": time.perf_counter() - started,
+        "command": " ".join(sys.argv[1:]),
     }
     if args.dump:
         args.dump.write_text(json.dumps(payload, indent=2) + "\n")
     if args.lever:
         levers_path = RESULTS / "proxy_fidelity_levers.json"
         levers = json.loads(levers_path.read_text()) if levers_path.exists() else []
-        row = {"lever": args.lever, "command": payload["command"], **{
-            name: {k: r[k] for k in ("kendall_tau", "kendall_tau_repeat_seed", "spearman", "top_quarter_overlap",
-                                     "params_kendall_tau", "zero_cost_kendall_tau", "seed_ceiling_tau", "half_seeds_ceiling_tau", "proxy_seed_tau",
-                                     "proxy_compute_fraction", "val_loss_kendall_tau", "reference_spread",
-                                     "reference_seed_sd")}
-            for name, r in results.items()}}
+        row = {
+            "lever": args.lever,
+            "command": payload["command"],
+            **{
+                name: {
+                    k: r[k]
+                    for k in (
+                        "kendall_tau",
+                        "kendall_tau_repeat_seed",
+                        "spearman",
+                        "top_quarter_overlap",
+                        "params_kendall_tau",
+                        "zero_cost_kendall_tau",
+                        "seed_ceiling_tau",
+                        "half_seeds_ceiling_tau",
+                        "proxy_seed_tau",
+                        "proxy_compute_fraction",
+                        "val_loss_kendall_tau",
+                        "reference_spread",
+                        "reference_seed_sd",
+                    )
+                }
+                for name, r in results.items()
+            },
+        }
         levers = [old for old in levers if old["lever"] != args.lever] + [row]
         levers_path.write_text(json.dumps(levers, indent=2) + "\n")
         write_levers_table(levers)

@@ -13,13 +13,19 @@ import statistics
 import time
 
 import torch
-
 from common import fixed_text_candidate, record
+
 from nas.models import get_family
 from nas.proxies.loop import run_proxy
 
-ARCH = ["architecture.block=bert", "architecture.num_layers=2", "architecture.hidden_size=128",
-        "architecture.num_heads=4", "architecture.ffn_ratio=4", "architecture.activation=gelu"]
+ARCH = [
+    "architecture.block=bert",
+    "architecture.num_layers=2",
+    "architecture.hidden_size=128",
+    "architecture.num_heads=4",
+    "architecture.ffn_ratio=4",
+    "architecture.activation=gelu",
+]
 
 
 def bare_loop(model, train: torch.Tensor, steps: int, batch_size: int, vocab: int, lr: float) -> float:
@@ -48,9 +54,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    space, data, candidate = fixed_text_candidate("text-mlm-tiny", ARCH + [
-        f"proxy.steps={args.steps}", f"proxy.eval_every={args.steps}", "proxy.eval_batches=1",
-        f"proxy.batch_size={args.batch_size}", "data.max_samples=2000"], lr=1e-3)
+    space, data, candidate = fixed_text_candidate(
+        "text-mlm-tiny",
+        ARCH
+        + [
+            f"proxy.steps={args.steps}",
+            f"proxy.eval_every={args.steps}",
+            "proxy.eval_batches=1",
+            f"proxy.batch_size={args.batch_size}",
+            "data.max_samples=2000",
+        ],
+        lr=1e-3,
+    )
     family = get_family(space.family)
     project, bare = [], []
     for _ in range(args.rounds):  # alternate, so drift in the machine's speed hits both sides alike
@@ -59,11 +74,21 @@ def main() -> None:
         model = family.build(candidate.architecture, space.data_shape)
         bare.append(bare_loop(model, data.train, args.steps, args.batch_size, space.data.vocab_size, 1e-3))
     ratio = statistics.median(project) / statistics.median(bare)
-    record("proxy_overhead", {
-        "ratio": ratio, "project_samples_per_s": statistics.median(project), "bare_samples_per_s": statistics.median(bare),
-        "steps": args.steps, "rounds": args.rounds, "batch_size": args.batch_size, "seq_len": space.data.seq_len,
-        "architecture": candidate.architecture, "project_runs": project, "bare_runs": bare,
-    })
+    record(
+        "proxy_overhead",
+        {
+            "ratio": ratio,
+            "project_samples_per_s": statistics.median(project),
+            "bare_samples_per_s": statistics.median(bare),
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "batch_size": args.batch_size,
+            "seq_len": space.data.seq_len,
+            "architecture": candidate.architecture,
+            "project_runs": project,
+            "bare_runs": bare,
+        },
+    )
 
 
 if __name__ == "__main__":

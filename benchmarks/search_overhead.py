@@ -22,7 +22,9 @@ from common import record
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=300, help="proxy steps per trial (the design's default proxy length)")
+    parser.add_argument(
+        "--steps", type=int, default=300, help="proxy steps per trial (the design's default proxy length)"
+    )
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="nas-bench-")
     os.environ["NAS_HOME"] = os.path.join(work, "home")
@@ -31,15 +33,30 @@ def main() -> None:
 
     import optuna
 
-    from nas.controller.run import ensure_ray, optuna_storage, run_study
+    from nas.controller.run import ensure_ray, run_study
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
+    from nas.store.db import optuna_storage
 
-    space = load_space(spaces_dir() / "text-mlm-tiny.yaml", [
-        f"search.trials={args.trials}", "search.concurrency=2", "search.scheduler=none", "search.sampler=random",
-        "architecture.block=bert", "architecture.num_layers=2", "architecture.hidden_size=64", "architecture.num_heads=2",
-        "architecture.ffn_ratio=4", "architecture.activation=gelu", f"proxy.steps={args.steps}",
-        f"proxy.eval_every={args.steps // 3}", "proxy.eval_batches=2", "data.max_samples=2000"])
+    space = load_space(
+        spaces_dir() / "text-mlm-tiny.yaml",
+        [
+            f"search.trials={args.trials}",
+            "search.concurrency=2",
+            "search.scheduler=none",
+            "search.sampler=random",
+            "architecture.block=bert",
+            "architecture.num_layers=2",
+            "architecture.hidden_size=64",
+            "architecture.num_heads=2",
+            "architecture.ffn_ratio=4",
+            "architecture.activation=gelu",
+            f"proxy.steps={args.steps}",
+            f"proxy.eval_every={args.steps // 3}",
+            "proxy.eval_batches=2",
+            "data.max_samples=2000",
+        ],
+    )
     url = f"sqlite:///{work}/bench.db"
     ensure_ray(num_cpus=2)
     start = time.perf_counter()
@@ -51,18 +68,29 @@ def main() -> None:
     concurrency = space.search.concurrency
     # Where the overhead goes: a trial's span in Optuna (ask -> tell) less its own compute. The first
     # `concurrency` trials also pay for starting a Ray worker and importing torch + transformers in it.
-    gaps = sorted(((t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["wall_time_s"], t.number)
-                  for t in trials)
+    gaps = sorted(
+        ((t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["wall_time_s"], t.number)
+        for t in trials
+    )
     first = [gap for gap, number in gaps if number < concurrency]
     steady = [gap for gap, number in gaps if number >= concurrency]
-    record("search_overhead", {
-        "efficiency": compute / (wall * concurrency),
-        "per_trial_overhead_s": (wall * concurrency - compute) / args.trials,
-        "wall_s": wall, "trial_compute_s": compute, "trials": args.trials, "concurrency": concurrency,
-        "status": outcome.status, "mean_trial_s": compute / args.trials,
-        "first_trials_overhead_s": sum(first) / len(first), "steady_trial_overhead_s": sorted(steady)[len(steady) // 2],
-        "outside_trials_s": wall - (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds(),
-    })
+    record(
+        "search_overhead",
+        {
+            "efficiency": compute / (wall * concurrency),
+            "per_trial_overhead_s": (wall * concurrency - compute) / args.trials,
+            "wall_s": wall,
+            "trial_compute_s": compute,
+            "trials": args.trials,
+            "concurrency": concurrency,
+            "status": outcome.status,
+            "mean_trial_s": compute / args.trials,
+            "first_trials_overhead_s": sum(first) / len(first),
+            "steady_trial_overhead_s": sorted(steady)[len(steady) // 2],
+            "outside_trials_s": wall
+            - (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The ``nas`` command line. Heavy imports (ray, torch, transformers) happen inside the commands, so
-``nas --help`` and ``nas spaces validate`` start fast."""
+``nas --help`` and ``nas spaces validate`` start fast. A command raises UserError (nas.errors) for anything the
+user can fix; ``main`` prints it and exits 1, so no command repeats that."""
 
 from __future__ import annotations
 
@@ -11,13 +12,27 @@ import re
 import sys
 from pathlib import Path
 
+from nas.errors import UserError
+from nas.settings import database_url
+from nas.space import SpaceError, list_shipped_spaces, load_space, shipped_space_path
+from nas.tables import format_table
+
 EXIT_OK, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 130
 
 
-def _print_space_error(error) -> None:
-    print(f"{error.source}: invalid space", file=sys.stderr)
-    for path, message in error.errors:
-        print(f"  {path}: {message}", file=sys.stderr)
+def _print_error(error: UserError) -> None:
+    for line in error.lines():
+        print(line, file=sys.stderr)
+
+
+def _database(args: argparse.Namespace) -> str:
+    """The command's database URL (--storage, else $NAS_DATABASE_URL, else sqlite:///nas.db), its schema brought
+    up to date once, here at start-up, so that no read further on has to."""
+    from nas.store import upgrade
+
+    url = database_url(args.storage)
+    upgrade(url)
+    return url
 
 
 def _quiet_libraries() -> None:
@@ -34,42 +49,25 @@ def _quiet_libraries() -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.space import SpaceError, load_space, shipped_space_path
 
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
-    try:
-        space = load_space(shipped_space_path(args.space), overrides)
-    except SpaceError as error:
-        _print_space_error(error)
-        return EXIT_INVALID
+    space = load_space(shipped_space_path(args.space), overrides)
     _quiet_libraries()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from nas.controller.run import check_study_name, default_study_name, run_study
-    from nas.settings import database_url
-    from nas.store import StudyExists
 
-    url = database_url(args.storage)
-    try:
-        name = check_study_name(args.study_name or default_study_name(space))
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+    name = check_study_name(args.study_name or default_study_name(space))
+    url = database_url(args.storage)  # run_study brings its schema up to date
     print(f"study {name}: {space.family}/{space.task}, {space.search.trials} trials, storage {url}")
     try:
         outcome = run_study(space, name, url, progress=not args.no_progress)
-    except StudyExists as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"\ninterrupted: study {name} is marked interrupted; finished trials are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, OSError) as error:  # data problems found while preparing (unreadable files, too little text)
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
     print()
     _show(name, url)
     if outcome.status == "interrupted":
@@ -82,32 +80,28 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError
 
     from nas.audit.run import AuditError, add_audit_row, plan_audit, report_table, run_audit, write_audit_plot
-    from nas.settings import database_url
-    from nas.store import StudyNotFound, get_study_row, session_scope, set_status
+    from nas.store import get_study_row, session_scope, set_status
 
     _quiet_libraries()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = database_url(args.storage)
+    url = _database(args)
+    plan, space = plan_audit(url, args.study, args.top, args.random, args.factor)
     try:
-        plan, space = plan_audit(url, args.study, args.top, args.random, args.factor)
         with session_scope(url) as session:
             name = add_audit_row(session, get_study_row(url, args.study), plan, space, status="running").name
-    except (AuditError, StudyNotFound) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
     except IntegrityError:
-        print(f"error: another audit of {args.study!r} was created at the same moment; try again", file=sys.stderr)
-        return EXIT_INVALID
-    print(f"audit {name}: {len(plan.trials)} architectures of {args.study}, {space.proxy.steps} steps each "
-          f"({plan.factor:g}x the proxy)")
+        raise AuditError(f"another audit of {args.study!r} was created at the same moment; try again") from None
+    print(
+        f"audit {name}: {len(plan.trials)} architectures of {args.study}, {space.proxy.steps} steps each "
+        f"({plan.factor:g}x the proxy)"
+    )
     try:
         outcome = run_audit(url, name, plan, space, progress=not args.no_progress, create_row=False)
     except AuditError as error:  # e.g. the parent study was deleted meanwhile
         set_status(url, name, "failed", str(error))
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+        raise
     except KeyboardInterrupt:
         set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")  # also before its first trial
         print(f"\ninterrupted: audit {name} is marked interrupted", file=sys.stderr)
@@ -122,8 +116,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> None:
     import optuna
 
-    from nas.controller.run import optuna_storage
     from nas.store import get_study_row, latest_audit_report
+    from nas.store.db import optuna_storage
     from nas.summary import study_report, write_plots
 
     row = get_study_row(url, name)
@@ -147,14 +141,13 @@ def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> Non
 
 
 def cmd_spaces_validate(args: argparse.Namespace) -> int:
-    from nas.space import SpaceError, load_space, shipped_space_path
 
     status = EXIT_OK
-    for item in args.files:
+    for item in args.files:  # every file is checked, so the errors of all of them show at once
         try:
             space = load_space(shipped_space_path(item), args.set or [])
         except SpaceError as error:
-            _print_space_error(error)
+            _print_error(error)
             status = EXIT_INVALID
         else:
             print(f"{item}: OK ({space.family}/{space.task}, {_size_text(space)})")
@@ -171,7 +164,6 @@ def _size_text(space) -> str:
 
 
 def cmd_spaces_list(args: argparse.Namespace) -> int:
-    from nas.space import SpaceError, list_shipped_spaces, load_space
 
     rows = [("name", "family", "task", "trials", "size", "description")]
     for path in list_shipped_spaces():
@@ -180,39 +172,31 @@ def cmd_spaces_list(args: argparse.Namespace) -> int:
         except SpaceError as error:
             rows.append((path.stem, "-", "-", "-", "INVALID", str(error).splitlines()[0]))
             continue
-        rows.append((space.name, space.family, space.task, str(space.search.trials), _size_text(space), space.description))
-    from nas.tables import format_table
+        rows.append(
+            (space.name, space.family, space.task, str(space.search.trials), _size_text(space), space.description)
+        )
 
     print(format_table(rows))
     return EXIT_OK
 
 
 def cmd_studies_list(args: argparse.Namespace) -> int:
-    from nas.settings import database_url
     from nas.store import list_study_rows
 
-    rows = list_study_rows(database_url(args.storage))
+    rows = list_study_rows(_database(args))
     if not rows:
         print("no studies yet")
         return EXIT_OK
     table = [("name", "space", "status", "trials", "created")]
     table += [(r.name, r.space_name, r.status, str(r.trials), f"{r.created_at:%Y-%m-%d %H:%M}") for r in rows]
-    from nas.tables import format_table
 
     print(format_table(table))
     return EXIT_OK
 
 
 def cmd_studies_show(args: argparse.Namespace) -> int:
-    from nas.settings import database_url
-    from nas.store import StudyNotFound
-
     _quiet_libraries()
-    try:
-        _show(args.name, database_url(args.storage), args.top, Path(args.plots) if args.plots else None)
-    except StudyNotFound as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+    _show(args.name, _database(args), args.top, Path(args.plots) if args.plots else None)
     return EXIT_OK
 
 
@@ -233,8 +217,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_runner:
         # A child process: the Tune driver wants a main thread of its own, and its crash must not take the API down.
         # It gets SIGTERM when this process dies however it dies (uvicorn re-raises the signal that stopped it).
-        runner = subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", settings.database_url],
-                                  preexec_fn=_terminate_with_parent)
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "nas", "worker", "--storage", settings.database_url],
+            preexec_fn=_terminate_with_parent,
+        )
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     finally:
@@ -252,8 +238,9 @@ class _RedactTokens:
 
     def filter(self, record) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(re.sub(r"token=[^&\s]+", "token=<redacted>", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(
+                re.sub(r"token=[^&\s]+", "token=<redacted>", a) if isinstance(a, str) else a for a in record.args
+            )
         return True
 
 
@@ -271,58 +258,57 @@ def _terminate_with_parent() -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     _quiet_libraries()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from nas.settings import database_url
     from services.runner import main as run_worker
     from services.settings import Settings
 
     settings = Settings()
-    run_worker(database_url(args.storage), lease_s=args.lease or settings.runner_lease_s,
-               heartbeat_s=args.heartbeat or settings.runner_heartbeat_s, poll_s=args.poll)
+    run_worker(
+        database_url(args.storage),
+        lease_s=args.lease or settings.runner_lease_s,
+        heartbeat_s=args.heartbeat or settings.runner_heartbeat_s,
+        poll_s=args.poll,
+    )
     return EXIT_OK
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
-    from nas.settings import database_url
     from services.auth import create_token
 
-    try:
-        token = create_token(database_url(args.storage), args.name, is_admin=args.admin)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+    token = create_token(_database(args), args.name, is_admin=args.admin)
     print(token)
-    print(f"(shown once: a {'admin ' if args.admin else ''}token for {args.name!r}; only its hash is stored)", file=sys.stderr)
+    print(
+        f"(shown once: a {'admin ' if args.admin else ''}token for {args.name!r}; only its hash is stored)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import ExportError, export_trial, load_trial
-    from nas.settings import database_url
+    from nas.export import export_trial, load_trial
 
     _quiet_libraries()
-    try:
-        record = load_trial(database_url(args.storage), args.study, args.trial)
-        folder = export_trial(record, Path(args.out), weights=args.weights)
-    except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+    record = load_trial(_database(args), args.study, args.trial)
+    folder = export_trial(record, Path(args.out), weights=args.weights)
     print(f"exported trial {record.number} of {record.study} ({args.weights} weights) to {folder}")
     return EXIT_OK
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from nas.export import ExportError
     from nas.pretrain import run_pretraining
 
     _quiet_libraries()
     out = Path(args.out) if args.out else Path(args.folder).resolve().parent / f"{Path(args.folder).name}-pretrained"
     try:
-        model = run_pretraining(Path(args.folder), out, data_source=args.data, max_steps=args.max_steps,
-                                workers=args.workers, gpus_per_worker=args.gpus_per_worker, resume=args.resume,
-                                progress=not args.no_progress)
-    except ExportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INVALID
+        model = run_pretraining(
+            Path(args.folder),
+            out,
+            data_source=args.data,
+            max_steps=args.max_steps,
+            workers=args.workers,
+            gpus_per_worker=args.gpus_per_worker,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted: continue with `nas pretrain {args.folder} --out {out} --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -331,7 +317,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Neural architecture search for self-supervised backbones.")
+    parser = argparse.ArgumentParser(
+        prog="nas", description="Neural architecture search for self-supervised backbones."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     search = commands.add_parser("search", help="run a search in the foreground")
@@ -350,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_spaces_validate)
     spaces.add_parser("list", help="the shipped spaces").set_defaults(func=cmd_spaces_list)
 
-    studies = commands.add_parser("studies", help="stored studies").add_subparsers(dest="studies_command", required=True)
+    studies = commands.add_parser("studies", help="stored studies").add_subparsers(
+        dest="studies_command", required=True
+    )
     listing = studies.add_parser("list", help="all studies in the database")
     listing.add_argument("--storage")
     listing.set_defaults(func=cmd_studies_list)
@@ -361,12 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--plots", metavar="DIR", help="also write optimisation-history / Pareto-front PNGs here")
     show.set_defaults(func=cmd_studies_show)
 
-    audit = commands.add_parser("audit", help="retrain a study's best and random architectures longer; "
-                                              "how well did its proxy rank them?")
+    audit = commands.add_parser(
+        "audit", help="retrain a study's best and random architectures longer; how well did its proxy rank them?"
+    )
     audit.add_argument("study")
     audit.add_argument("--top", type=int, default=4, help="how many of the best finished trials (default 4)")
-    audit.add_argument("--random", type=int, default=4, help="how many other finished trials, drawn at random (default 4)")
-    audit.add_argument("--factor", type=float, default=10.0, help="the long run's steps as a multiple of the proxy's (default 10)")
+    audit.add_argument(
+        "--random", type=int, default=4, help="how many other finished trials, drawn at random (default 4)"
+    )
+    audit.add_argument(
+        "--factor", type=float, default=10.0, help="the long run's steps as a multiple of the proxy's (default 10)"
+    )
     audit.add_argument("--plots", metavar="DIR", help="also write the proxy-vs-long-run scatter as a PNG here")
     audit.add_argument("--storage")
     audit.add_argument("--no-progress", action="store_true")
@@ -390,8 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("study")
     export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
     export.add_argument("--out", required=True, help="folder to write (must be new or empty)")
-    export.add_argument("--weights", choices=["proxy", "init"], default="proxy",
-                        help="the proxy-trained weights (default) or a fresh initialisation")
+    export.add_argument(
+        "--weights",
+        choices=["proxy", "init"],
+        default="proxy",
+        help="the proxy-trained weights (default) or a fresh initialisation",
+    )
     export.add_argument("--storage")
     export.set_defaults(func=cmd_export)
 
@@ -417,7 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UserError as error:
+        _print_error(error)
+    except OSError as error:  # a file or folder the user named cannot be read or written
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_INVALID
 
 
 if __name__ == "__main__":

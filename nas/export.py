@@ -10,19 +10,34 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nas import __version__
+from nas.errors import UserError
+from nas.models.base import DataShape, get_family
+from nas.space import SpaceError, parse_space
+from nas.space.sections import full_hyperparameters
+from nas.store.trials import (
+    ARCHITECTURE,
+    DATA_SHAPE,
+    FAIL_REASON,
+    FAMILY,
+    HYPERPARAMETERS,
+    INFEASIBLE,
+    RAY_TRIAL_ID,
+    WEIGHTS_PATH,
+)
+
 PROVENANCE_FILE = "nas_provenance.json"
 RECIPE_FILE = "pretrain.yaml"
-HEAD_FILE = "nas_projection_head.safetensors"
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The study, trial or folder cannot be exported (the message says why and what to do)."""
 
 
@@ -44,6 +59,7 @@ class TrialRecord:
     params: dict[str, Any]
     weights_path: str | None
     tokenizer_dir: str | None
+    model_record: dict[str, Any] = field(default_factory=dict)  # family and data shape, on trials that record them
 
 
 def load_trial(url: str, study_name: str, number: int | None = None, space_yaml: str | None = None) -> TrialRecord:
@@ -54,14 +70,14 @@ def load_trial(url: str, study_name: str, number: int | None = None, space_yaml:
     import optuna
     from optuna.trial import TrialState
 
-    from nas.controller.run import optuna_storage
+    from nas.store.db import optuna_storage
 
     try:
         study = optuna.load_study(study_name=study_name, storage=optuna_storage(url))
     except KeyError:
         raise ExportError(f"no study named {study_name!r} has trials in this database") from None
     if number is None:
-        from nas.summary import best_trials
+        from nas.store.trials import best_trials
 
         best = best_trials(study, limit=1)
         if not best:
@@ -73,28 +89,43 @@ def load_trial(url: str, study_name: str, number: int | None = None, space_yaml:
             raise TrialNotFound(f"study {study_name!r} has no trial {number}")
         trial = matches[0]
         if trial.state != TrialState.COMPLETE:
-            reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("infeasible") or ""
-            raise ExportError(f"trial {number} of {study_name!r} is {trial.state.name}, not COMPLETE"
-                              + (f" ({reason})" if reason else "") + "; export a completed trial")
+            reason = trial.user_attrs.get(FAIL_REASON) or trial.user_attrs.get(INFEASIBLE) or ""
+            raise ExportError(
+                f"trial {number} of {study_name!r} is {trial.state.name}, not COMPLETE"
+                + (f" ({reason})" if reason else "")
+                + "; export a completed trial"
+            )
     attrs = trial.user_attrs
-    if "architecture" not in attrs:
+    if ARCHITECTURE not in attrs:
         raise ExportError(f"trial {trial.number} of {study_name!r} carries no architecture config")
     space_yaml = space_yaml or study.user_attrs.get("space")
     if not space_yaml:
         raise ExportError(f"study {study_name!r} records no search space: it was not run by nas")
-    metrics = {k: v for k, v in attrs.items() if k not in ("architecture", "hyperparameters", "weights_path", "ray_trial_id")}
-    return TrialRecord(study_name, trial.number, trial.state.name, yaml.safe_load(space_yaml),
-                       attrs["architecture"], attrs.get("hyperparameters", {}), metrics, dict(trial.params),
-                       attrs.get("weights_path"), study.user_attrs.get("tokenizer_dir"))
+    metrics = {
+        k: v
+        for k, v in attrs.items()
+        if k not in (ARCHITECTURE, HYPERPARAMETERS, FAMILY, DATA_SHAPE, WEIGHTS_PATH, RAY_TRIAL_ID)
+    }
+    return TrialRecord(
+        study_name,
+        trial.number,
+        trial.state.name,
+        yaml.safe_load(space_yaml),
+        attrs[ARCHITECTURE],
+        attrs.get(HYPERPARAMETERS, {}),
+        metrics,
+        dict(trial.params),
+        attrs.get(WEIGHTS_PATH),
+        study.user_attrs.get("tokenizer_dir"),
+        {k: attrs[k] for k in (FAMILY, DATA_SHAPE) if k in attrs},
+    )
 
 
 def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwrite: bool = False) -> Path:
     """Write the export folder for ``record``; returns it."""
     import torch
 
-    from nas.models.base import get_family
     from nas.models.weights import load_weights
-    from nas.space import SpaceError, parse_space
 
     if weights not in ("proxy", "init"):
         raise ExportError(f"--weights must be proxy or init, not {weights!r}")
@@ -108,26 +139,29 @@ def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwri
     family = get_family(space.family)
     torch.manual_seed(space.search.seed)
     try:
-        model = family.build(family.resolve(record.architecture), space.data_shape)
+        if record.model_record:  # the record alone rebuilds the model (Candidate.build)
+            model = get_family(record.model_record[FAMILY]).build(
+                record.architecture, DataShape(**record.model_record[DATA_SHAPE])
+            )
+        else:  # a trial stored before records carried their family and data shape
+            model = family.build(family.resolve(record.architecture), space.data_shape)
     except (KeyError, TypeError, ValueError) as error:
-        raise ExportError(f"trial {record.number}'s architecture config cannot be built as a {space.family} model: "
-                          f"{type(error).__name__}: {error}") from None
+        raise ExportError(
+            f"trial {record.number}'s architecture config cannot be built as a {space.family} model: "
+            f"{type(error).__name__}: {error}"
+        ) from None
     if weights == "proxy":
         if not record.weights_path or not Path(record.weights_path).is_dir():
-            raise ExportError(f"trial {record.number} has no stored proxy weights ({record.weights_path or 'none recorded'}); "
-                              "use --weights init for a fresh initialisation of the same architecture")
+            raise ExportError(
+                f"trial {record.number} has no stored proxy weights ({record.weights_path or 'none recorded'}); "
+                "use --weights init for a fresh initialisation of the same architecture"
+            )
         load_weights(model, record.weights_path)
     out.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    backbone = model.backbone if space.family == "cnn" else model
-    backbone.save_pretrained(out)
-    if space.family == "cnn":
-        from safetensors.torch import save_file
-
-        head = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-        save_file(head, str(out / HEAD_FILE))
+    family.save_pretrained(model, out)
     _save_preprocessing(space, record, out)
     (out / PROVENANCE_FILE).write_text(json.dumps(_provenance(space, record, weights), indent=2, default=str) + "\n")
     (out / RECIPE_FILE).write_text(yaml.safe_dump(default_recipe(space, record), sort_keys=False))
@@ -137,8 +171,10 @@ def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwri
 def _save_preprocessing(space, record: TrialRecord, out: Path) -> None:
     if space.task == "mlm":
         if not record.tokenizer_dir or not Path(record.tokenizer_dir).is_dir():
-            raise ExportError(f"the study's tokenizer ({record.tokenizer_dir}) is gone from the cache; "
-                              "run a search on the same data again to rebuild it")
+            raise ExportError(
+                f"the study's tokenizer ({record.tokenizer_dir}) is gone from the cache; "
+                "run a search on the same data again to rebuild it"
+            )
         for item in Path(record.tokenizer_dir).iterdir():
             if item.is_file():
                 shutil.copy2(item, out / item.name)
@@ -146,8 +182,12 @@ def _save_preprocessing(space, record: TrialRecord, out: Path) -> None:
     from transformers import ViTImageProcessor
 
     channels = space.data_shape.channels
-    ViTImageProcessor(size={"height": space.data.image_size, "width": space.data.image_size},
-                      image_mean=[0.5] * channels, image_std=[0.5] * channels, do_rescale=True).save_pretrained(out)
+    ViTImageProcessor(
+        size={"height": space.data.image_size, "width": space.data.image_size},
+        image_mean=[0.5] * channels,
+        image_std=[0.5] * channels,
+        do_rescale=True,
+    ).save_pretrained(out)
 
 
 def _provenance(space, record: TrialRecord, weights: str) -> dict[str, Any]:
@@ -155,15 +195,26 @@ def _provenance(space, record: TrialRecord, weights: str) -> dict[str, Any]:
     import torch
     import transformers
 
-    from nas import __version__
-
     return {
-        "study": record.study, "trial": record.number, "weights": weights, "family": space.family, "task": space.task,
-        "architecture": record.architecture, "hyperparameters": record.hyperparameters, "params": record.params,
-        "metrics": record.metrics, "seed": space.search.seed, "space": yaml.safe_dump(record.space_raw, sort_keys=False),
+        "study": record.study,
+        "trial": record.number,
+        "weights": weights,
+        "family": space.family,
+        "task": space.task,
+        "architecture": record.architecture,
+        "hyperparameters": record.hyperparameters,
+        "params": record.params,
+        "metrics": record.metrics,
+        "seed": space.search.seed,
+        "space": yaml.safe_dump(record.space_raw, sort_keys=False),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"nas": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                     "optuna": optuna.__version__, "python": platform.python_version()},
+        "versions": {
+            "nas": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "optuna": optuna.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -171,23 +222,20 @@ def default_recipe(space, record: TrialRecord) -> dict[str, Any]:
     """Full pretraining: the proxy's objective and data at full length; a person may edit any of it."""
     from nas.proxies.loop import hidden_lr_scale
 
-    hp = record.hyperparameters
+    hp = full_hyperparameters(space.proxy, record.hyperparameters)
     return {
         "family": space.family,
         "task": space.task,
         "data": {k: v for k, v in space.raw.get("data", {}).items()},
-        "objective": {"mlm": "masked language modelling", "mae": "masked image modelling",
-                      "contrastive": f"contrastive ({record.architecture.get('method', 'simclr')})"}[space.task],
+        "objective": {
+            "mlm": "masked language modelling",
+            "mae": "masked image modelling",
+            "contrastive": f"contrastive ({record.architecture.get('method', 'simclr')})",
+        }[space.task],
         "max_steps": max(1000, space.proxy.steps * 20),
-        "batch_size": int(hp.get("batch_size", space.proxy.batch_size)),
-        "lr": float(hp.get("lr", space.proxy.lr)),
-        "warmup_fraction": float(hp.get("warmup_fraction", space.proxy.warmup_fraction)),
+        **hp,
         "min_lr_ratio": space.proxy.min_lr_ratio,
         "hidden_lr_scale": hidden_lr_scale(space, record.architecture),  # proxy.lr_scaling's width rule, kept
-        "weight_decay": float(hp.get("weight_decay", space.proxy.weight_decay)),
-        "grad_clip": float(hp.get("grad_clip", space.proxy.grad_clip)),
-        "mask_prob": float(hp.get("mask_prob", space.proxy.mask_prob)),
-        "temperature": float(hp.get("temperature", space.proxy.temperature)),
         "log_every": 50,
         "checkpoint_every": 500,
         "workers": 2,
@@ -215,25 +263,8 @@ def read_export(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def load_exported_model(folder: Path, family: str):
-    """The trainable model of an export: the task model (text, MAE), or backbone + projection head (CNN)."""
+    """The trainable model of an export, as its family saved it (nas.models: ModelFamily.load_pretrained)."""
+
     folder = Path(folder)
-    if family == "transformer":
-        from transformers import AutoModelForMaskedLM
-
-        return AutoModelForMaskedLM.from_pretrained(folder)
-    if family == "vit":
-        from transformers import ViTMAEForPreTraining
-
-        return ViTMAEForPreTraining.from_pretrained(folder)
-    from safetensors.torch import load_file
-    from transformers import AutoModel
-
-    from nas.models.heads import ContrastiveModel
-
-    backbone = AutoModel.from_pretrained(folder)
     provenance = json.loads((folder / PROVENANCE_FILE).read_text())
-    arch = provenance["architecture"]
-    model = ContrastiveModel(backbone, backbone.config.hidden_sizes[-1], arch["projection_dim"], arch["method"])
-    head = load_file(str(folder / HEAD_FILE))
-    model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **head})
-    return model
+    return get_family(family).load_pretrained(folder, provenance["architecture"])

@@ -19,7 +19,12 @@ from typing import Any
 
 import yaml
 
-from nas.export import HEAD_FILE, PROVENANCE_FILE, ExportError, load_exported_model, read_export
+from nas.catalog import TASKS
+from nas.export import PROVENANCE_FILE, ExportError, load_exported_model, read_export
+from nas.models.base import get_family
+from nas.proxies.registry import get_proxy
+from nas.space import SpaceError, apply_overrides, parse_space
+from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 
 RUN_NAME = "pretrain"
 PROGRESS_FILE = "progress.json"
@@ -29,9 +34,16 @@ class PretrainError(ExportError):
     """Full pretraining cannot start or continue (the message says what to do)."""
 
 
-def run_pretraining(folder: Path, out: Path, data_source: str | None = None, max_steps: int | None = None,
-                    workers: int | None = None, gpus_per_worker: float | None = None, resume: bool = False,
-                    progress: bool = True) -> Path:
+def run_pretraining(
+    folder: Path,
+    out: Path,
+    data_source: str | None = None,
+    max_steps: int | None = None,
+    workers: int | None = None,
+    gpus_per_worker: float | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
     """Pretrain the export in ``folder``; writes ``out/model`` (save_pretrained) and ``out/loss_curve.png``."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -39,14 +51,14 @@ def run_pretraining(folder: Path, out: Path, data_source: str | None = None, max
 
     from nas.controller.run import ensure_ray
     from nas.data.prepare import prepare_data
-    from nas.proxies.registry import TASKS
-    from nas.space import SpaceError, apply_overrides, parse_space
 
     folder, out = Path(folder).resolve(), Path(out).resolve()
     recipe, provenance = read_export(folder)
     run_dir = out / "ray" / RUN_NAME
     if run_dir.exists() and not resume:
-        raise PretrainError(f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out")
+        raise PretrainError(
+            f"{out} already holds a pretraining run; pass --resume to continue it or choose another --out"
+        )
     if resume and not run_dir.exists():
         raise PretrainError(f"nothing to resume in {out}; run without --resume first")
     recipe = {**recipe, **{k: v for k, v in {"max_steps": max_steps, "workers": workers}.items() if v is not None}}
@@ -67,17 +79,31 @@ def run_pretraining(folder: Path, out: Path, data_source: str | None = None, max
 
     out.mkdir(parents=True, exist_ok=True)
     ensure_ray()
-    config = {"export": str(folder), "space_raw": raw, "recipe": recipe, "data": ray.put(data),
-              "progress_file": str(out / PROGRESS_FILE)}
+    config = {
+        "export": str(folder),
+        "space": space,  # validated here; the workers get it pickled, never parse it again
+        "recipe": recipe,
+        "data": ray.put(data),
+        "progress_file": str(out / PROGRESS_FILE),
+    }
     use_gpu = float(resources.get("gpu", 0)) > 0
     trainer = TorchTrainer(
-        train_loop, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=int(recipe["workers"]), use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": float(resources.get("cpu", 1)),
-                                                           **({"GPU": float(resources["gpu"])} if use_gpu else {})}),
-        run_config=RunConfig(name=RUN_NAME, storage_path=str(out / "ray"),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=0)),
+        train_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=int(recipe["workers"]),
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": float(resources.get("cpu", 1)),
+                **({"GPU": float(resources["gpu"])} if use_gpu else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=RUN_NAME,
+            storage_path=str(out / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=0),
+        ),
     )
     watcher = _ProgressWatcher(out / PROGRESS_FILE, int(recipe["max_steps"]), enabled=progress)
     watcher.start()
@@ -100,18 +126,16 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from nas.models.weights import load_weights, save_weights
-    from nas.proxies.loop import lr_factor, make_optimizer, set_lr
     from nas.proxies.base import move, unwrap
-    from nas.proxies.registry import get_proxy
-    from nas.space import parse_space
+    from nas.proxies.loop import autocast_for, lr_factor, make_optimizer, train_step
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     recipe = config["recipe"]
-    space = parse_space(config["space_raw"], check_data=False, check_satisfiable=False)
+    space = config["space"]
     data = ray.get(config["data"]) if isinstance(config["data"], ray.ObjectRef) else config["data"]
     model = load_exported_model(Path(config["export"]), space.family)
-    hp = {k: recipe[k] for k in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")}
+    hp = {k: recipe[k] for k in SEARCHABLE_HYPERPARAMETERS}
     start, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     optimizer_state = None
@@ -128,22 +152,16 @@ def train_loop(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(optimizer_state)
     proxy = get_proxy(space.task)(data, space.data_shape, hp, eval_batches=1)
     unwrapped = unwrap(model)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = autocast_for(device)
     max_steps, seed = int(recipe["max_steps"]), int(recipe.get("seed", 0))
     log_every = max(1, min(int(recipe.get("log_every", 50)), max_steps // 10))  # short runs still get a curve
     # Each rank draws its own batches; the stream is keyed by the step it starts from, so a resume continues it.
     generator = torch.Generator().manual_seed(seed * 1_000_003 + rank * 7919 + start)
     running, count = 0.0, 0
     for step in range(start, max_steps):
-        model.train()
-        set_lr(optimizer, hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1)))
+        lr = hp["lr"] * lr_factor(step, max_steps, hp["warmup_fraction"], recipe.get("min_lr_ratio", 0.1))
         batch = move(proxy.train_batch(generator), device)
-        with autocast:
-            loss = proxy.loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        optimizer.step()
+        loss = train_step(model, proxy, optimizer, batch, lr, hp["grad_clip"], autocast, step)
         running, count = running + float(loss.detach()), count + 1
         done = step + 1
         if done % log_every == 0 or done == max_steps or done % int(recipe["checkpoint_every"]) == 0:
@@ -162,7 +180,9 @@ def train_loop(config: dict[str, Any]) -> None:
                         save_weights(unwrapped, folder)
                         torch.save(optimizer.state_dict(), Path(folder) / "optimizer.pt")
                         (Path(folder) / "state.json").write_text(json.dumps({"step": done, "history": history}))
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None)
+                    ray.train.report(
+                        metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+                    )
             else:
                 ray.train.report(metrics)
 
@@ -201,7 +221,10 @@ class _ProgressWatcher:
                 except (OSError, json.JSONDecodeError):
                     continue
                 bar.n = state["step"]
-                bar.set_postfix_str(f"loss {state['loss']:.4g}" + (f" | resumed at {state['resumed_from']}" if state.get("resumed_from") else ""))
+                bar.set_postfix_str(
+                    f"loss {state['loss']:.4g}"
+                    + (f" | resumed at {state['resumed_from']}" if state.get("resumed_from") else "")
+                )
 
 
 def _write_outputs(folder: Path, out: Path, checkpoint: Path, family: str, provenance: dict, recipe: dict) -> Path:
@@ -213,18 +236,20 @@ def _write_outputs(folder: Path, out: Path, checkpoint: Path, family: str, prove
     target = out / "model"
     if target.exists():
         shutil.rmtree(target)
-    (model.backbone if family == "cnn" else model).save_pretrained(target)
+    get_family(family).save_pretrained(model, target)
+    written = ("config.json", "model.safetensors", PROVENANCE_FILE, *get_family(family).extra_files)
     for item in folder.iterdir():  # tokenizer or image processor files, the recipe
-        if item.is_file() and item.name not in ("config.json", "model.safetensors", PROVENANCE_FILE, HEAD_FILE):
+        if item.is_file() and item.name not in written:
             shutil.copy2(item, target / item.name)
-    if family == "cnn":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")},
-                  str(target / HEAD_FILE))
     state = json.loads((checkpoint / "state.json").read_text())
-    (target / PROVENANCE_FILE).write_text(json.dumps({**provenance, "pretraining": {
-        "steps": state["step"], "recipe": recipe, "history": state["history"]}}, indent=2, default=str) + "\n")
+    (target / PROVENANCE_FILE).write_text(
+        json.dumps(
+            {**provenance, "pretraining": {"steps": state["step"], "recipe": recipe, "history": state["history"]}},
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     _plot_loss(state["history"], out / "loss_curve.png")
     return target
 

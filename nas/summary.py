@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.controller.progress import trial_counts
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from nas.models.base import get_family
+from nas.store.trials import ARCHITECTURE, best_trials, count_trials
 from nas.tables import format_table
-
-
-def best_trials(study: optuna.Study, limit: int = 5) -> list[FrozenTrial]:
-    """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front."""
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.values[0])[:limit]
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=lambda t: t.value, reverse=reverse)[:limit]
 
 
 def _number(value: Any) -> str:
@@ -38,7 +33,6 @@ def _number(value: Any) -> str:
 
 def trials_table(trials: list[FrozenTrial], family: str, objectives: list[str] | None = None) -> str:
     """The trials' figures: the study's objectives first (e.g. predicted_loss), then val_loss and the costs."""
-    from nas.models.base import get_family
 
     describe = get_family(family).describe
     columns = [*(objectives or ["val_loss"])]
@@ -47,13 +41,18 @@ def trials_table(trials: list[FrozenTrial], family: str, objectives: list[str] |
     rows = [["#", *(titles.get(c, c) for c in columns), "architecture"]]
     for trial in trials:
         attrs = trial.user_attrs
-        rows.append([str(trial.number), *(_number(attrs.get(c)) for c in columns),
-                     describe(attrs["architecture"]) if "architecture" in attrs else "-"])
+        rows.append(
+            [
+                str(trial.number),
+                *(_number(attrs.get(c)) for c in columns),
+                describe(attrs[ARCHITECTURE]) if ARCHITECTURE in attrs else "-",
+            ]
+        )
     return format_table(rows, rule=True)
 
 
 def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
-    counts = trial_counts(study)
+    counts = count_trials(study.get_trials(deepcopy=False))
     lines = [
         f"study     {row.name}  ({row.space_name}: {row.family} / {row.task})",
         f"status    {row.status}" + (f"  ({row.error})" if row.error else ""),
@@ -68,7 +67,7 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
     if best:
         title = "Pareto front" if len(study.directions) > 1 else "best architectures"
         lines += ["", title, trials_table(best, row.family, study.user_attrs.get("objectives"))]
-        lines += ["", f"best trial #{best[0].number}: {best[0].user_attrs.get('architecture')}"]
+        lines += ["", f"best trial #{best[0].number}: {best[0].user_attrs.get(ARCHITECTURE)}"]
     return "\n".join(lines)
 
 
@@ -77,9 +76,9 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import warnings
 
+    import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
     out.mkdir(parents=True, exist_ok=True)
@@ -91,15 +90,20 @@ def write_plots(study: optuna.Study, out: Path) -> list[Path]:
             axes = optuna_plots.plot_pareto_front(study, target_names=names)
             target = out / "pareto_front.png"
         else:
-            axes = optuna_plots.plot_optimization_history(study, target_name=(study.user_attrs.get("objectives") or ["val_loss"])[0])
+            axes = optuna_plots.plot_optimization_history(
+                study, target_name=(study.user_attrs.get("objectives") or ["val_loss"])[0]
+            )
             target = out / "optimization_history.png"
-        axes.figure.savefig(target, dpi=120, bbox_inches="tight")
-        plt.close(axes.figure)
+        plot_figure = cast("Figure", axes.figure)  # Optuna draws on a top-level figure, never a SubFigure
+        plot_figure.savefig(target, dpi=120, bbox_inches="tight")
+        plt.close(plot_figure)
         written.append(target)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(study.directions) == 1 and complete:
             figure, axis = plt.subplots(figsize=(6, 4))
-            axis.scatter([t.user_attrs.get("params", 0) for t in complete], [t.value for t in complete])
+            # A COMPLETE trial of a single-objective study always has a value.
+            values = cast(list[float], [t.value for t in complete])
+            axis.scatter([t.user_attrs.get("params", 0) for t in complete], values)
             axis.set_xscale("log")
             axis.set_xlabel("parameters")
             axis.set_ylabel((study.user_attrs.get("objectives") or ["val_loss"])[0])

@@ -1,20 +1,21 @@
 """Bearer tokens: created once, stored hashed, resolved to a principal (owner name, admin flag).
 
-A bootstrap admin token may come from ``NAS_ADMIN_TOKEN``; it is compared in constant time and never stored.
+A bootstrap admin token may come from ``NAS_ADMIN_TOKEN`` (Settings.admin_token); it is compared in constant time
+and never stored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from nas.store.db import session_scope, upgrade
+from nas.errors import UserError
+from nas.store.db import session_scope
 from nas.store.models import ApiToken, utcnow
 
 TOKEN_PREFIX = "nas_"
@@ -38,21 +39,19 @@ def create_token(url: str, name: str, is_admin: bool = False) -> str:
     """A new token for ``name``; the plaintext is returned once and only its hash is kept."""
     name = name.strip()
     if not name or len(name) > 200:
-        raise ValueError("a token name must be 1-200 characters")
-    upgrade(url)
+        raise UserError("a token name must be 1-200 characters")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with session_scope(url) as session:
         session.add(ApiToken(name=name, token_hash=hash_token(token), is_admin=is_admin, created_at=utcnow()))
     return token
 
 
-def resolve_token(url: str, token: str | None) -> Principal | None:
+def resolve_token(url: str, token: str | None, admin_token: str | None = None) -> Principal | None:
     """The principal of a valid token. Valid tokens are remembered for CACHE_SECONDS, so a busy client costs
     one database look-up per few seconds, not one per request (a revoked token works that much longer)."""
     if not token:
         return None
-    bootstrap = os.environ.get("NAS_ADMIN_TOKEN")
-    if bootstrap and hmac.compare_digest(token.encode(), bootstrap.encode()):
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Principal(BOOTSTRAP_ADMIN, is_admin=True)
     key = (url, hash_token(token))
     cached = _valid_tokens.get(key)

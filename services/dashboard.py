@@ -38,8 +38,9 @@ LOGIN_PATH = "/login"
 SHIM_PATH = "/_nas/prefix.js"
 STUDIES_PATH = "/api/studies"
 # First path segments that optuna-dashboard serves itself; anything else is a page of its single-page app.
-SERVER_SEGMENTS = frozenset({"api", "static", "csv", "artifacts", "favicon.ico", "incompatible-rdb-schema",
-                             "sql-profiler"})
+SERVER_SEGMENTS = frozenset(
+    {"api", "static", "csv", "artifacts", "favicon.ico", "incompatible-rdb-schema", "sql-profiler"}
+)
 # Every optuna-dashboard route that names a study puts its id right after one of these prefixes (see its _app.py
 # and artifact/_backend.py); the id is captured as the next path segment, exactly as Bottle's router would see it.
 STUDY_ID_ROUTE = re.compile(r"^/(?:api/studies|api/artifacts|artifacts|csv)/(?P<id>[^/]+)(?:/|$)")
@@ -73,19 +74,17 @@ class Reply:
     body: bytes
 
 
-def build_dashboard_app(database_url: str,
-                        authenticate: Callable[[str | None], Principal | None],
-                        visible_study_names: Callable[[Principal], set[str] | None]) -> ASGIApp:
+def build_dashboard_app(
+    database_url: str,
+    authenticate: Callable[[str | None], Principal | None],
+    visible_study_names: Callable[[Principal], set[str] | None],
+) -> ASGIApp:
     """The ASGI app to mount at ``/dashboard``, over the Optuna studies stored at ``database_url``."""
-    import optuna
     import optuna_dashboard
 
-    from nas.store.db import normalise_url
+    from nas.store.db import optuna_storage
 
-    url = normalise_url(database_url)
-    sqlite = url.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if sqlite else {"pool_pre_ping": True}
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    storage = optuna_storage(database_url)
     return DashboardApp(optuna_dashboard.wsgi(storage), storage, authenticate, visible_study_names)
 
 
@@ -93,9 +92,13 @@ class DashboardApp:
     """ASGI front of the dashboard: the policy lives in :meth:`respond`, which runs in a worker thread because
     authentication, the storage look-ups and the WSGI app itself all block."""
 
-    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]], storage: Any,
-                 authenticate: Callable[[str | None], Principal | None],
-                 visible_study_names: Callable[[Principal], set[str] | None]) -> None:
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Iterable[bytes]],
+        storage: Any,
+        authenticate: Callable[[str | None], Principal | None],
+        visible_study_names: Callable[[Principal], set[str] | None],
+    ) -> None:
         self.wsgi_app = wsgi_app
         self.storage = storage
         self.authenticate = authenticate
@@ -110,8 +113,13 @@ class DashboardApp:
             return
         environ = build_environ(scope)
         reply = await anyio.to_thread.run_sync(self.respond, environ)
-        await send({"type": "http.response.start", "status": reply.status,
-                    "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers],
+            }
+        )
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body})
 
     def respond(self, environ: dict[str, Any]) -> Reply:
@@ -121,12 +129,22 @@ class DashboardApp:
             return self.login(environ)
         principal = self.authenticate(request_token(environ))
         if principal is None:
-            return json_reply(401, {"detail": f"authentication required: send 'Authorization: Bearer <token>', or open "
-                                              f"{root}{LOGIN_PATH}?token=<token> in a browser to get a session cookie"},
-                              [("WWW-Authenticate", "Bearer")])
+            return json_reply(
+                401,
+                {
+                    "detail": f"authentication required: send 'Authorization: Bearer <token>', or open "
+                    f"{root}{LOGIN_PATH}?token=<token> in a browser to get a session cookie"
+                },
+                [("WWW-Authenticate", "Bearer")],
+            )
         if environ["REQUEST_METHOD"] not in READ_METHODS:
-            return json_reply(403, {"detail": "the dashboard is read-only here; change studies through the NAS API "
-                                              "(rename, tell, notes and deletion are refused)"})
+            return json_reply(
+                403,
+                {
+                    "detail": "the dashboard is read-only here; change studies through the NAS API "
+                    "(rename, tell, notes and deletion are refused)"
+                },
+            )
         if path == SHIM_PATH:
             shim = (SHIM_TEMPLATE % json.dumps(root)).encode()
             headers = [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "no-cache")]
@@ -147,15 +165,25 @@ class DashboardApp:
         root = environ["SCRIPT_NAME"]
         token = (parse_qs(environ["QUERY_STRING"]).get("token") or [None])[0]
         if environ["REQUEST_METHOD"] not in READ_METHODS or not token or self.authenticate(token) is None:
-            return json_reply(401, {"detail": f"unknown or revoked token; open {root}{LOGIN_PATH}?token=<token> "
-                                              "with a valid NAS API token"})
+            return json_reply(
+                401,
+                {
+                    "detail": f"unknown or revoked token; open {root}{LOGIN_PATH}?token=<token> "
+                    "with a valid NAS API token"
+                },
+            )
         if not COOKIE_SAFE.fullmatch(token):
-            return json_reply(400, {"detail": "this token cannot be kept in a cookie; send it as 'Authorization: "
-                                              "Bearer <token>' instead"})
+            return json_reply(
+                400,
+                {"detail": "this token cannot be kept in a cookie; send it as 'Authorization: Bearer <token>' instead"},
+            )
         secure = "; Secure" if environ["wsgi.url_scheme"] == "https" else ""
         cookie = f"{COOKIE_NAME}={token}; Path={root or '/'}; HttpOnly; SameSite=Lax{secure}"
-        return Reply(303, [("Location", f"{root}/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store"),
-                           ("Content-Length", "0")], b"")
+        return Reply(
+            303,
+            [("Location", f"{root}/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store"), ("Content-Length", "0")],
+            b"",
+        )
 
     def check_study_access(self, path: str, principal: Principal) -> Reply | None:
         """404 unless the study named in the URL exists and the principal may see it (no hint which of the two)."""
@@ -224,8 +252,11 @@ def dashboard_environ(environ: dict[str, Any], is_page: bool) -> dict[str, Any]:
 def rewrite_page(reply: Reply, root: str) -> Reply:
     """Point the page's root-relative script at the mount, loading the fetch shim before it."""
     html = reply.body.decode("utf-8")
-    html = html.replace('<script defer src="/static/',
-                        f'<script src="{root}{SHIM_PATH}"></script>\n    <script defer src="{root}/static/', 1)
+    html = html.replace(
+        '<script defer src="/static/',
+        f'<script src="{root}{SHIM_PATH}"></script>\n    <script defer src="{root}/static/',
+        1,
+    )
     headers = [(k, v) for k, v in reply.headers if k.lower() not in ("last-modified", "etag", "accept-ranges")]
     return Reply(reply.status, headers + [("Cache-Control", "no-cache")], html.encode("utf-8"))
 
@@ -257,8 +288,9 @@ def json_errors(reply: Reply) -> Reply:
 
 def json_reply(status: int, payload: dict[str, Any], headers: list[tuple[str, str]] | None = None) -> Reply:
     body = json.dumps(payload).encode()
-    return Reply(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or [])],
-                 body)
+    return Reply(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *(headers or [])], body
+    )
 
 
 def call_wsgi(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> Reply:
@@ -286,7 +318,7 @@ def build_environ(scope: Scope) -> dict[str, Any]:
     root = scope.get("root_path", "")
     path = scope["path"]
     if root and (path == root or path.startswith(root + "/")):
-        path = path[len(root):]
+        path = path[len(root) :]
     path = path.rstrip("/") or "/"
     server = scope.get("server") or ("localhost", 80)
     environ: dict[str, Any] = {

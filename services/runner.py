@@ -14,10 +14,12 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 
 from nas.controller.stopping import StopFlag
+from nas.space import SpaceError, apply_overrides, parse_space
 from nas.store.db import session_scope, upgrade
 from nas.store.models import Runner as RunnerRow
 from nas.store.models import Study, utcnow
@@ -26,8 +28,14 @@ log = logging.getLogger("nas.runner")
 
 
 class StudyRunner:
-    def __init__(self, url: str, lease_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 2.0,
-                 runner_id: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        lease_s: float = 30.0,
+        heartbeat_s: float = 5.0,
+        poll_s: float = 2.0,
+        runner_id: str | None = None,
+    ):
         if heartbeat_s >= lease_s:
             raise ValueError("the heartbeat must come more often than the lease expires")
         self.url = url
@@ -43,14 +51,26 @@ class StudyRunner:
         now = utcnow()
         claimable = or_(Study.status == "queued", (Study.status == "running") & (Study.lease_expires_at < now))
         with session_scope(self.url) as session:
-            candidates = session.scalars(select(Study.id).where(claimable).order_by(Study.created_at, Study.id).limit(5)).all()
+            candidates = session.scalars(
+                select(Study.id).where(claimable).order_by(Study.created_at, Study.id).limit(5)
+            ).all()
         for study_id in candidates:
             with session_scope(self.url) as session:
-                claimed = session.execute(
-                    update(Study).where(Study.id == study_id, claimable)
-                    .values(status="running", runner_id=self.id, lease_expires_at=now + timedelta(seconds=self.lease_s),
-                            started_at=now, finished_at=None, error=None, attempts=Study.attempts + 1)
-                ).rowcount
+                result = session.execute(
+                    update(Study)
+                    .where(Study.id == study_id, claimable)
+                    .values(
+                        status="running",
+                        runner_id=self.id,
+                        lease_expires_at=now + timedelta(seconds=self.lease_s),
+                        started_at=now,
+                        finished_at=None,
+                        error=None,
+                        attempts=Study.attempts + 1,
+                    )
+                )
+                # An UPDATE's result is a CursorResult (it has rowcount); Session.execute is typed as Result.
+                claimed = cast(CursorResult[Any], result).rowcount
             if claimed == 1:
                 with session_scope(self.url) as session:
                     return session.get(Study, study_id)
@@ -86,12 +106,12 @@ class StudyRunner:
     def run_claimed(self, study: Study) -> str:
         """Run one claimed study to its end; returns its final status."""
         from nas.controller.run import run_study
-        from nas.space import SpaceError, apply_overrides, parse_space
         from nas.store.studies import set_status
 
         stop = StopFlag()
-        heartbeat = threading.Thread(target=self._heartbeat_loop, args=(study.id, stop), daemon=True,
-                                     name=f"heartbeat-{study.id}")
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, args=(study.id, stop), daemon=True, name=f"heartbeat-{study.id}"
+        )
         heartbeat.start()
         try:
             import yaml
@@ -101,8 +121,16 @@ class StudyRunner:
             if study.kind == "audit":
                 from nas.audit.run import AuditPlan, run_audit
 
-                outcome = run_audit(self.url, study.name, AuditPlan.from_json(study.audit_plan), space,
-                                    progress=False, create_row=False, stop_event=stop)
+                assert study.audit_plan is not None  # every audit row is created with its plan
+                outcome = run_audit(
+                    self.url,
+                    study.name,
+                    AuditPlan.from_json(study.audit_plan),
+                    space,
+                    progress=False,
+                    create_row=False,
+                    stop_event=stop,
+                )
             else:
                 outcome = run_study(space, study.name, self.url, progress=False, create_row=False, stop_event=stop)
             status = outcome.status

@@ -15,6 +15,26 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SPACES = REPO / "search_spaces"
+# One trial of a few steps with no scheduler: the smallest search that still trains, stores and exports a model.
+ONE_TINY_TRIAL = [
+    "search.trials=1",
+    "search.concurrency=1",
+    "search.scheduler=none",
+    "proxy.steps=6",
+    "proxy.eval_every=3",
+    "proxy.eval_batches=1",
+]
+# One fixed tiny BERT (text-mlm-tiny overrides): a model that trains in a second on a CPU.
+ONE_BERT_SHAPE = [
+    "architecture.block=bert",
+    "architecture.num_layers=1",
+    "architecture.hidden_size=32",
+    "architecture.num_heads=2",
+    "architecture.ffn_ratio=2",
+    "architecture.activation=gelu",
+]
+# The cost figures every trained trial reports, each a positive number.
+COST_METRICS = ("params", "non_embedding_params", "flops", "latency_ms", "throughput", "peak_memory_mb", "wall_time_s")
 POSTGRES_ADMIN_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -60,8 +80,7 @@ def postgres_url():
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    from nas.controller.run import optuna_storage
-    from nas.store.db import _session_factory, get_engine, normalise_url
+    from nas.store.db import _session_factory, get_engine, normalise_url, optuna_storage
 
     get_engine(normalise_url(f"{base}/{name}")).dispose()
     get_engine.cache_clear()
@@ -76,7 +95,8 @@ def ray_cluster():
     """One local Ray for the whole session, on loopback, 2 CPUs; shut down at the end."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-             configure_logging=False)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1", configure_logging=False
+    )
     yield ray
     ray.shutdown()

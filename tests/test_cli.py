@@ -14,22 +14,46 @@ import pytest
 
 from tests.conftest import SPACES
 
-TINY = ["--set", "proxy.steps=10", "--set", "proxy.eval_every=5", "--set", "proxy.eval_batches=2",
-        "--set", "data.max_samples=400", "--set", "data.vocab_size=256", "--set", "search.concurrency=1",
-        "--set", "architecture.num_layers=1", "--set", "architecture.hidden_size={choice: [32, 64]}"]
+TINY = [
+    "--set",
+    "proxy.steps=10",
+    "--set",
+    "proxy.eval_every=5",
+    "--set",
+    "proxy.eval_batches=2",
+    "--set",
+    "data.max_samples=400",
+    "--set",
+    "data.vocab_size=256",
+    "--set",
+    "search.concurrency=1",
+    "--set",
+    "architecture.num_layers=1",
+    "--set",
+    "architecture.hidden_size={choice: [32, 64]}",
+]
 
 
 def nas(*args: str, cwd: Path, timeout: float = 240, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nas", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "nas", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ},
+        **kwargs,
+    )
 
 
 def test_spaces_validate__prints_ok_for_good_and_every_error_for_bad(tmp_path):
     good = nas("spaces", "validate", str(SPACES / "text-mlm-tiny.yaml"), cwd=tmp_path)
     assert good.returncode == 0 and "OK" in good.stdout
     bad_file = tmp_path / "bad.yaml"
-    bad_file.write_text("name: b\nfamily: transformer\ntask: mlm\ndata: {source: builtin:python-docs}\n"
-                        "architecture: {num_layers: {int: [4, 2]}, hidden_size: 64, num_heads: 5}\nsearch: {trials: -1}\n")
+    bad_file.write_text(
+        "name: b\nfamily: transformer\ntask: mlm\ndata: {source: builtin:python-docs}\n"
+        "architecture: {num_layers: {int: [4, 2]}, hidden_size: 64, num_heads: 5}\nsearch: {trials: -1}\n"
+    )
     bad = nas("spaces", "validate", str(bad_file), cwd=tmp_path)
     assert bad.returncode == 1
     assert "architecture.num_layers.int: low 4 is greater than high 2" in bad.stderr
@@ -71,16 +95,37 @@ def test_search__runs_and_studies_show_reads_it_back(tmp_path, nas_home):
 def test_search__ctrl_c_stops_cleanly_and_marks_the_study_interrupted(tmp_path):
     db = tmp_path / "nas.db"
     process = subprocess.Popen(
-        [sys.executable, "-m", "nas", "search", "text-mlm-tiny", "--trials", "20", "--study-name", "stopme",
-         "--no-progress", *TINY, "--set", "proxy.steps=400", "--set", "proxy.eval_every=100"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "nas",
+            "search",
+            "text-mlm-tiny",
+            "--trials",
+            "20",
+            "--study-name",
+            "stopme",
+            "--no-progress",
+            *TINY,
+            "--set",
+            "proxy.steps=400",
+            "--set",
+            "proxy.eval_every=100",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if db.is_file():
                 try:
                     with sqlite3.connect(db, timeout=5) as connection:
-                        running = connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
+                        running = connection.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[
+                            0
+                        ]
                 except sqlite3.OperationalError:
                     running = 0
                 if running:

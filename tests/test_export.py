@@ -14,15 +14,23 @@ from nas.export import PROVENANCE_FILE, RECIPE_FILE, ExportError, export_trial, 
 from nas.models import get_family
 from nas.models.weights import load_weights
 from nas.space import load_space
-from tests.conftest import SPACES, nas_home_set_to
+from tests.conftest import ONE_TINY_TRIAL, SPACES, nas_home_set_to
 
 pytestmark = pytest.mark.ray
 
-TINY = ["search.trials=1", "search.concurrency=1", "search.scheduler=none", "proxy.steps=6", "proxy.eval_every=3",
-        "proxy.eval_batches=1"]
+TINY = ONE_TINY_TRIAL
 SEARCHES = {
-    "transformer": ("text-mlm-tiny", TINY + ["data.max_samples=300", "data.vocab_size=256", "architecture.num_layers=1",
-                                            "architecture.hidden_size=32", "architecture.block=bert"]),
+    "transformer": (
+        "text-mlm-tiny",
+        TINY
+        + [
+            "data.max_samples=300",
+            "data.vocab_size=256",
+            "architecture.num_layers=1",
+            "architecture.hidden_size=32",
+            "architecture.block=bert",
+        ],
+    ),
     "vit": ("vit-mae-tiny", TINY + ["architecture.num_layers=1", "architecture.hidden_size=32"]),
     "cnn": ("cnn-contrastive-tiny", TINY + ["architecture.num_stages=1", "architecture.base_width=8"]),
 }
@@ -34,7 +42,9 @@ def searched(ray_cluster, tmp_path_factory):
     with nas_home_set_to(tmp_path_factory.mktemp("export_home")) as home:
         url = f"sqlite:///{home / 'nas.db'}"
         for family, (space_name, overrides) in SEARCHES.items():
-            outcome = run_study(load_space(SPACES / f"{space_name}.yaml", overrides), f"export-{family}", url, progress=False)
+            outcome = run_study(
+                load_space(SPACES / f"{space_name}.yaml", overrides), f"export-{family}", url, progress=False
+            )
             assert outcome.status == "succeeded"
         yield url, home
 
@@ -107,12 +117,16 @@ def test_export__loads_in_a_fresh_process_that_never_imports_nas(searched, tmp_p
     url, home = searched
     monkeypatch.setenv("NAS_HOME", str(home))
     folder = export_trial(load_trial(url, f"export-{family}"), tmp_path / "export")
-    result = subprocess.run([sys.executable, "-c", LOADER, str(folder), family], capture_output=True, text=True,
-                            timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(folder), family], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {"transformer": [("bert", "BertForMaskedLM")], "vit": [("vit_mae", "ViTMAEForPreTraining")],
-                "cnn": [("resnet", "ResNetModel"), ("convnext", "ConvNextModel")]}[family]
+    expected = {
+        "transformer": [("bert", "BertForMaskedLM")],
+        "vit": [("vit_mae", "ViTMAEForPreTraining")],
+        "cnn": [("resnet", "ResNetModel"), ("convnext", "ConvNextModel")],
+    }[family]
     assert (loaded["model_type"], loaded["task"]) in expected
 
 
@@ -137,13 +151,19 @@ def test_export__bad_requests_get_clear_errors(searched, tmp_path, monkeypatch):
         export_trial(load_trial(url, "export-vit"), folder)
     import optuna
 
-    from nas.controller.run import optuna_storage
+    from nas.store.db import optuna_storage
 
     study = optuna.load_study(study_name="export-vit", storage=optuna_storage(url))
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": "loss became nan"}))
+    study.add_trial(
+        optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": "loss became nan"})
+    )
     failed = study.trials[-1].number
     with pytest.raises(ExportError, match=rf"trial {failed} of 'export-vit' is FAIL, not COMPLETE \(loss became nan\)"):
         load_trial(url, "export-vit", failed)
-    result = subprocess.run([sys.executable, "-m", "nas", "export", "nope", "--out", str(tmp_path / "b"), "--storage", url],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", "export", "nope", "--out", str(tmp_path / "b"), "--storage", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "no study named 'nope'" in result.stderr and "Traceback" not in result.stderr

@@ -16,20 +16,28 @@ from nas.controller import run_study
 from nas.export import RECIPE_FILE, ExportError, export_trial, load_trial
 from nas.pretrain import PretrainError, run_pretraining
 from nas.space import load_space
-from tests.conftest import SPACES, nas_home_set_to
+from tests.conftest import ONE_TINY_TRIAL, SPACES, nas_home_set_to
 
 pytestmark = pytest.mark.ray
 
-TEXT = ["search.trials=1", "search.concurrency=1", "search.scheduler=none", "proxy.steps=6", "proxy.eval_every=3",
-        "proxy.eval_batches=1", "data.max_samples=300", "data.vocab_size=256", "architecture.num_layers=1",
-        "architecture.hidden_size=32", "architecture.block=bert", "hyperparameters.lr=3.0e-3"]
+TEXT = [
+    *ONE_TINY_TRIAL,
+    "data.max_samples=300",
+    "data.vocab_size=256",
+    "architecture.num_layers=1",
+    "architecture.hidden_size=32",
+    "architecture.block=bert",
+    "hyperparameters.lr=3.0e-3",
+]
 
 
 @pytest.fixture(scope="module")
 def exported(ray_cluster, tmp_path_factory):
     with nas_home_set_to(tmp_path_factory.mktemp("pretrain_home")) as home:
         url = f"sqlite:///{home / 'nas.db'}"
-        assert run_study(load_space(SPACES / "text-mlm-tiny.yaml", TEXT), "pre", url, progress=False).status == "succeeded"
+        assert (
+            run_study(load_space(SPACES / "text-mlm-tiny.yaml", TEXT), "pre", url, progress=False).status == "succeeded"
+        )
         yield export_trial(load_trial(url, "pre"), home / "export"), home
 
 
@@ -62,9 +70,13 @@ def test_pretrain__resumes_from_the_last_checkpoint_after_a_kill(exported, tmp_p
     recipe.update(checkpoint_every=5, log_every=5, max_steps=100_000)  # a person may edit the recipe
     (copy / RECIPE_FILE).write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "nas", "pretrain", str(copy), "--out", str(out), "--workers", "1",
-                                "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nas", "pretrain", str(copy), "--out", str(out), "--workers", "1", "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ},
+    )
     try:
         deadline = time.monotonic() + 240
         while not list((out / "ray" / "pretrain").glob("checkpoint_*")):
@@ -92,8 +104,9 @@ def test_pretrain__missing_or_foreign_folders_get_clear_errors(tmp_path):
     (tmp_path / "foreign" / "config.json").write_text("{}")
     with pytest.raises(ExportError, match="not an `nas export` folder"):
         run_pretraining(tmp_path / "foreign", tmp_path / "out")
-    result = subprocess.run([sys.executable, "-m", "nas", "pretrain", str(tmp_path / "foreign")], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "nas", "pretrain", str(tmp_path / "foreign")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1 and "not an `nas export` folder" in result.stderr and "Traceback" not in result.stderr
 
 

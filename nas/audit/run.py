@@ -23,14 +23,18 @@ import yaml
 from nas.audit.reference import long_run_overrides
 from nas.audit.stats import kendall_tau, spearman, top_k_overlap
 from nas.controller.stopping import StopFlag
+from nas.errors import UserError
+from nas.space import SpaceError, apply_overrides, parse_space
 from nas.space.objectives import LOSS_OBJECTIVES
-from nas.space.spec import SearchSpace
+from nas.space.spec import Candidate, SearchSpace
+from nas.store.trials import ACTIVE_STATUSES, ARCHITECTURE, PARENT_TRIAL, outcome
+from nas.tables import format_table
 
 PRIMARY_ZERO_COST = "zero_cost_snip"  # the score benchmarks/proxy_fidelity.py found to rank best
 MAX_NAME = 200  # the longest study name (nas.controller.run.check_study_name, the name column)
 
 
-class AuditError(ValueError):
+class AuditError(UserError, ValueError):
     """The study cannot be audited (the message says why)."""
 
 
@@ -50,7 +54,9 @@ class AuditPlan:
         return cls(**json.loads(text))
 
 
-def plan_audit(url: str, parent: str, top: int = 4, random_count: int = 4, factor: float = 10.0) -> tuple[AuditPlan, SearchSpace]:
+def plan_audit(
+    url: str, parent: str, top: int = 4, random_count: int = 4, factor: float = 10.0
+) -> tuple[AuditPlan, SearchSpace]:
     """Which of ``parent``'s trials to retrain, and the space that retrains them (the parent's, at length)."""
     from optuna.trial import TrialState
 
@@ -59,31 +65,41 @@ def plan_audit(url: str, parent: str, top: int = 4, random_count: int = 4, facto
     if top < 1 or random_count < 0 or factor < 1:
         raise AuditError("--top must be at least 1, --random at least 0 and --factor at least 1")
     row = get_study_row(url, parent)
-    if row.status in ("queued", "running"):
+    if row.status in ACTIVE_STATUSES:
         raise AuditError(f"{parent!r} is {row.status}; audit it once it has ended")
     if row.kind != "search":
         raise AuditError(f"{parent!r} is an audit itself; audit the study it checked ({_parent_name(url, row)})")
     space = _parent_space(parent, row.spec)
     objective = space.objectives[0]
     if objective not in LOSS_OBJECTIVES:
-        raise AuditError(f"{parent!r} ranks by {objective}; an audit checks a proxy loss ({', '.join(LOSS_OBJECTIVES)}) first")
+        raise AuditError(
+            f"{parent!r} ranks by {objective}; an audit checks a proxy loss ({', '.join(LOSS_OBJECTIVES)}) first"
+        )
     study = _optuna_study(url, parent)
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "architecture" in t.user_attrs]
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if ARCHITECTURE in t.user_attrs
+    ]
     if len(complete) < 2:
         raise AuditError(f"{parent!r} has {len(complete)} completed trial(s); an audit ranks at least 2")
     complete.sort(key=lambda t: (t.values[0], t.number))
     best = complete[:top]
     rest = complete[top:]
     drawn = random.Random(space.search.seed).sample(rest, min(random_count, len(rest)))
-    plan = AuditPlan(parent, top, random_count, float(factor), [t.number for t in best] + sorted(t.number for t in drawn))
+    plan = AuditPlan(
+        parent, top, random_count, float(factor), [t.number for t in best] + sorted(t.number for t in drawn)
+    )
     return plan, audit_space(space, plan)
 
 
 def audit_space(parent_space: SearchSpace, plan: AuditPlan) -> SearchSpace:
-    from nas.space import SpaceError, apply_overrides, parse_space
 
-    overrides = {**long_run_overrides(parent_space, plan.factor), "objectives": ["val_loss"], "search.scheduler": "none",
-                 "search.sampler": "random", "search.trials": len(plan.trials)}
+    overrides = {
+        **long_run_overrides(parent_space, plan.factor),
+        "objectives": ["val_loss"],
+        "search.scheduler": "none",
+        "search.sampler": "random",
+        "search.trials": len(plan.trials),
+    }
     raw = apply_overrides(parent_space.raw, overrides)
     raw["name"] = f"{parent_space.name}-audit"
     try:
@@ -115,21 +131,36 @@ def add_audit_row(session, parent, plan: AuditPlan, space: SearchSpace, status: 
     from nas.store.models import Study
     from nas.store.studies import new_study_row
 
-    unfinished = session.scalar(select(Study.name).where(Study.parent_id == parent.id,
-                                                         Study.status.in_(("queued", "running"))))
+    unfinished = session.scalar(
+        select(Study.name).where(Study.parent_id == parent.id, Study.status.in_(ACTIVE_STATUSES))
+    )
     if unfinished is not None:
         raise AuditError(f"audit {unfinished!r} of {parent.name!r} has not ended yet")
     base = parent.name[: MAX_NAME - len("-audit-999")]
     taken = set(session.scalars(select(Study.name).where(Study.name.startswith(base, autoescape=True))))
-    row = new_study_row(audit_name(parent.name, taken), space, status=status, owner=parent.owner, kind="audit",
-                        parent_id=parent.id, audit_plan=plan.to_json())
+    row = new_study_row(
+        audit_name(parent.name, taken),
+        space,
+        status=status,
+        owner=parent.owner,
+        kind="audit",
+        parent_id=parent.id,
+        audit_plan=plan.to_json(),
+    )
     session.add(row)
     session.flush()
     return row
 
 
-def run_audit(url: str, name: str, plan: AuditPlan, space: SearchSpace, progress: bool = True, create_row: bool = True,
-              stop_event: StopFlag | None = None):
+def run_audit(
+    url: str,
+    name: str,
+    plan: AuditPlan,
+    space: SearchSpace,
+    progress: bool = True,
+    create_row: bool = True,
+    stop_event: StopFlag | None = None,
+):
     """Retrain the plan's trials as the trials of audit study ``name``; store and return the report with the outcome."""
     from nas.controller.run import run_study
 
@@ -139,8 +170,16 @@ def run_audit(url: str, name: str, plan: AuditPlan, space: SearchSpace, progress
         outcome.report = audit_report(url, name, plan)
         _store_report(url, name, outcome.report)
 
-    return run_study(space, name, url, progress=progress, create_row=create_row, stop_event=stop_event,
-                     fixed_candidates=fixed, before_final_status=store)
+    return run_study(
+        space,
+        name,
+        url,
+        progress=progress,
+        create_row=create_row,
+        stop_event=stop_event,
+        fixed_candidates=fixed,
+        before_final_status=store,
+    )
 
 
 def audit_report(url: str, name: str, plan: AuditPlan) -> dict[str, Any]:
@@ -154,37 +193,58 @@ def audit_report(url: str, name: str, plan: AuditPlan) -> dict[str, Any]:
         audited = []
     top = set(plan.trials[: plan.top])
     rows = []
-    for trial in sorted(audited, key=lambda t: t.user_attrs["parent_trial"]):
-        source = parent[trial.user_attrs["parent_trial"]]
-        rows.append({"parent_trial": source.number, "audit_trial": trial.number,
-                     "selected_as": "top" if source.number in top else "random",
-                     "proxy": source.values[0], "long_run": trial.value,
-                     "proxy_val_loss": source.user_attrs.get("val_loss"),
-                     "params": source.user_attrs.get("non_embedding_params"),
-                     "zero_cost": source.user_attrs.get(PRIMARY_ZERO_COST)})
-    report: dict[str, Any] = {"parent": plan.parent, "factor": plan.factor, "planned": len(plan.trials),
-                              "finished": len(rows), "k": plan.top, "trials": rows}
+    for trial in sorted(audited, key=lambda t: t.user_attrs[PARENT_TRIAL]):
+        source = parent[trial.user_attrs[PARENT_TRIAL]]
+        rows.append(
+            {
+                "parent_trial": source.number,
+                "audit_trial": trial.number,
+                "selected_as": "top" if source.number in top else "random",
+                "proxy": source.values[0],
+                "long_run": trial.value,
+                "proxy_val_loss": source.user_attrs.get("val_loss"),
+                "params": source.user_attrs.get("non_embedding_params"),
+                "zero_cost": source.user_attrs.get(PRIMARY_ZERO_COST),
+            }
+        )
+    report: dict[str, Any] = {
+        "parent": plan.parent,
+        "factor": plan.factor,
+        "planned": len(plan.trials),
+        "finished": len(rows),
+        "k": plan.top,
+        "trials": rows,
+    }
     truth = [r["long_run"] for r in rows]
-    for label, scores in (("proxy", [r["proxy"] for r in rows]),
-                          ("params", [-r["params"] if r["params"] is not None else math.nan for r in rows]),
-                          ("zero_cost", [-r["zero_cost"] if r["zero_cost"] is not None else math.nan for r in rows])):
+    for label, scores in (
+        ("proxy", [r["proxy"] for r in rows]),
+        ("params", [-r["params"] if r["params"] is not None else math.nan for r in rows]),
+        ("zero_cost", [-r["zero_cost"] if r["zero_cost"] is not None else math.nan for r in rows]),
+    ):
         usable = len(rows) >= 2 and all(math.isfinite(s) for s in scores)
         report[label] = {
             "kendall_tau": _finite(kendall_tau(scores, truth)) if usable else None,
             "spearman": _finite(spearman(scores, truth)) if usable else None,
             # With no more rows than k, every ranking has the same top k: the overlap would say nothing.
-            "top_k_overlap": _finite(top_k_overlap(scores, truth, plan.top)) if usable and len(rows) > plan.top else None,
+            "top_k_overlap": _finite(top_k_overlap(scores, truth, plan.top))
+            if usable and len(rows) > plan.top
+            else None,
         }
     return report
 
 
 def report_table(report: dict[str, Any]) -> str:
-    from nas.tables import format_table
 
-    lines = [f"audit of {report['parent']}: {report['finished']} of {report['planned']} architectures retrained at "
-             f"{report['factor']:g}x the proxy's steps"]
-    rows = [("ranking by", "Kendall tau", "Spearman rho", f"top-{report['k']} overlap")]
-    for label, title in (("proxy", "the study's proxy"), ("params", "non-embedding params"), ("zero_cost", "zero-cost score")):
+    lines = [
+        f"audit of {report['parent']}: {report['finished']} of {report['planned']} architectures retrained at "
+        f"{report['factor']:g}x the proxy's steps"
+    ]
+    rows: list[tuple[str, ...]] = [("ranking by", "Kendall tau", "Spearman rho", f"top-{report['k']} overlap")]
+    for label, title in (
+        ("proxy", "the study's proxy"),
+        ("params", "non-embedding params"),
+        ("zero_cost", "zero-cost score"),
+    ):
         rows.append((title, *(_text(report[label][key]) for key in ("kendall_tau", "spearman", "top_k_overlap"))))
     lines.append(format_table(rows, rule=True))
     return "\n".join(lines)
@@ -200,9 +260,17 @@ def write_audit_plot(report: dict[str, Any], path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4.5))
     for selected, marker in (("top", "o"), ("random", "s")):
         rows = [r for r in report["trials"] if r["selected_as"] == selected]
-        axis.scatter([r["proxy"] for r in rows], [r["long_run"] for r in rows], marker=marker, label=f"{selected} trials")
+        axis.scatter(
+            [r["proxy"] for r in rows], [r["long_run"] for r in rows], marker=marker, label=f"{selected} trials"
+        )
         for r in rows:
-            axis.annotate(f"#{r['parent_trial']}", (r["proxy"], r["long_run"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            axis.annotate(
+                f"#{r['parent_trial']}",
+                (r["proxy"], r["long_run"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     axis.set_xlabel("proxy score (the study's objective)")
     axis.set_ylabel(f"val_loss after {report['factor']:g}x longer training")
     tau = report["proxy"]["kendall_tau"]
@@ -216,44 +284,42 @@ def write_audit_plot(report: dict[str, Any], path: Path) -> Path:
 
 # --- internals -----------------------------------------------------------------------------------------
 
+
 def _pending_candidates(url: str, name: str, plan: AuditPlan) -> list[tuple[Any, dict[str, Any]]]:
     """The plan's candidates not yet finished in the audit study (a resumed audit re-runs only the rest)."""
-    from optuna.trial import TrialState
-
-    from nas.models.base import ParamCount
-    from nas.space.spec import Candidate
 
     parent = _parent_trials(url, plan)
     done: set[int] = set()
     try:
         for trial in _optuna_study(url, name).get_trials(deepcopy=False):
-            finished = trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and "lost" not in trial.user_attrs)
-            if finished and "parent_trial" in trial.user_attrs:
-                done.add(trial.user_attrs["parent_trial"])
+            ended = outcome(trial.state, trial.user_attrs) in ("complete", "failed")  # lost ones run again
+            if ended and PARENT_TRIAL in trial.user_attrs:
+                done.add(trial.user_attrs[PARENT_TRIAL])
     except AuditError:
         pass
     pending = []
     for number in plan.trials:
         if number in done:
             continue
-        attrs = parent[number].user_attrs
-        candidate = Candidate(attrs["architecture"], attrs["hyperparameters"],
-                              ParamCount(attrs["params"], attrs["non_embedding_params"]))
-        pending.append((candidate, {"parent_trial": number, "parent_study": plan.parent}))
+        pending.append(
+            (Candidate.from_json(parent[number].user_attrs), {PARENT_TRIAL: number, "parent_study": plan.parent})
+        )
     return pending
 
 
 def _parent_trials(url: str, plan: AuditPlan) -> dict[int, Any]:
     """The parent's planned trials by number, read one by one (the parent may hold thousands)."""
-    from nas.controller.run import optuna_storage
+    from nas.store.db import optuna_storage
 
     storage = optuna_storage(url)
     try:
         study_id = storage.get_study_id_from_name(plan.parent)
     except KeyError:
         raise AuditError(f"the audited study {plan.parent!r} is gone from this database") from None
-    return {number: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
-            for number in plan.trials}
+    return {
+        number: storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+        for number in plan.trials
+    }
 
 
 def _store_report(url: str, name: str, report: dict[str, Any]) -> None:
@@ -264,13 +330,14 @@ def _store_report(url: str, name: str, report: dict[str, Any]) -> None:
 
     with session_scope(url) as session:
         row = session.scalar(select(Study).where(Study.name == name))
+        assert row is not None  # the audit's own study row is created before the audit runs
         row.audit_result = json.dumps(report)
 
 
 def _optuna_study(url: str, name: str):
     import optuna
 
-    from nas.controller.run import optuna_storage
+    from nas.store.db import optuna_storage
 
     try:
         return optuna.load_study(study_name=name, storage=optuna_storage(url))
@@ -279,12 +346,13 @@ def _optuna_study(url: str, name: str):
 
 
 def _parent_space(parent: str, spec: str) -> SearchSpace:
-    from nas.space import SpaceError, parse_space
 
     try:
         return parse_space(yaml.safe_load(spec), check_data=False, check_satisfiable=False)
     except SpaceError as error:  # stored by an older release whose spaces this one no longer accepts
-        raise AuditError(f"the stored space of {parent!r} is no longer valid, so it cannot be retrained: {error}") from None
+        raise AuditError(
+            f"the stored space of {parent!r} is no longer valid, so it cannot be retrained: {error}"
+        ) from None
 
 
 def _parent_name(url: str, row) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from optuna.trial import TrialState
 from ray.tune import Callback
+
+from nas.store.trials import count_trials
 
 
 class TrialTracker(Callback):
@@ -44,7 +45,7 @@ class ProgressBar(Callback):
         self.refresh()
 
     def refresh(self) -> None:
-        counts = trial_counts(self.searcher.study)
+        counts = count_trials(self.searcher.study.get_trials(deepcopy=False))
         key = (counts["complete"], counts["pruned"], counts["failed"])
         if key == self._last or self._bar is None:
             return
@@ -63,23 +64,6 @@ class ProgressBar(Callback):
             self.refresh()
             self._bar.close()
             self._bar = None
-
-
-def trial_counts(study) -> dict[str, int]:
-    """Trials by state. Infeasible samples (pruned before training) are counted apart from scheduler prunes,
-    and ``lost`` trials (cut short by a cancel, a Ctrl-C or a dead runner) apart from trials that failed on
-    their own: lost ones do not use up the budget, so a resumed study runs them again."""
-    counts = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "infeasible": 0, "lost": 0}
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.COMPLETE:
-            counts["complete"] += 1
-        elif trial.state == TrialState.PRUNED:
-            counts["infeasible" if "infeasible" in trial.user_attrs else "pruned"] += 1
-        elif trial.state == TrialState.FAIL:
-            counts["lost" if "lost" in trial.user_attrs else "failed"] += 1
-        elif trial.state == TrialState.RUNNING:
-            counts["running"] += 1
-    return counts
 
 
 def best_value_text(study) -> str:

@@ -7,18 +7,20 @@ in step: running -> succeeded / failed / interrupted.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nas.catalog import TASKS
 from nas.controller.stopping import StopFlag
-
+from nas.errors import UserError
 from nas.settings import database_url, nas_home, ray_address
+from nas.store.db import optuna_storage
+from nas.store.trials import FAIL_REASON, LOST, count_trials, finished
 
 if TYPE_CHECKING:
     from nas.space.spec import Candidate, SearchSpace
@@ -41,22 +43,16 @@ def default_study_name(space: SearchSpace) -> str:
     return f"{space.name}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
 
 
+class InvalidStudyName(UserError, ValueError):
+    pass
+
+
 def check_study_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}", name):
-        raise ValueError(f"study name {name!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise InvalidStudyName(
+            f"study name {name!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
     return name
-
-
-@functools.lru_cache(maxsize=16)
-def optuna_storage(url: str):
-    """One Optuna ``RDBStorage`` per database URL and process (it is thread-safe, and each one holds a pool)."""
-    import optuna
-
-    from nas.store.db import normalise_url
-
-    url = normalise_url(url)
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -70,27 +66,41 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                 _node_ip_address="127.0.0.1")
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            _node_ip_address="127.0.0.1",
+        )
 
 
-def run_study(space: SearchSpace, study_name: str | None = None, storage_url: str | None = None,
-              progress: bool = True, create_row: bool = True, stop_event: StopFlag | None = None,
-              fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None,
-              before_final_status: Callable[[StudyOutcome], None] | None = None) -> StudyOutcome:
+def run_study(
+    space: SearchSpace,
+    study_name: str | None = None,
+    storage_url: str | None = None,
+    progress: bool = True,
+    create_row: bool = True,
+    stop_event: StopFlag | None = None,
+    fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None,
+    before_final_status: Callable[[StudyOutcome], None] | None = None,
+) -> StudyOutcome:
     """Run ``space`` to its trial budget as study ``study_name``; returns its final status and counts.
 
     With ``create_row=False`` the study row exists already (a runner claimed it) and the study resumes:
     trials a dead runner left RUNNING are marked failed, finished trials are kept, and only the rest of the
     budget runs. Setting ``stop_event`` stops the running trials within seconds (status ``cancelled``).
     ``fixed_candidates`` (candidate, extra user attrs) are trained in order instead of sampled (an audit);
-    ``before_final_status`` sees the outcome before the study row says it has ended.
+    ``before_final_status`` sees the outcome before the study row says it has ended. A new study brings the
+    schema up to date first (the start-up of `nas search`; a runner did so when it started).
     """
+    from nas.store.db import upgrade
     from nas.store.studies import create_study_row, set_status
 
     url = database_url(storage_url)
     name = check_study_name(study_name or default_study_name(space))
     if create_row:
+        upgrade(url)
         create_study_row(url, name, space, status="running")
     else:
         set_status(url, name, "running")
@@ -110,16 +120,21 @@ def run_study(space: SearchSpace, study_name: str | None = None, storage_url: st
     return outcome
 
 
-def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: StopFlag,
-         fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None) -> StudyOutcome:
+def _run(
+    space: SearchSpace,
+    name: str,
+    url: str,
+    progress: bool,
+    stop_event: StopFlag,
+    fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None,
+) -> StudyOutcome:
     from ray import tune
 
-    from nas.controller.progress import ProgressBar, TrialTracker, trial_counts
+    from nas.controller.progress import ProgressBar, TrialTracker
     from nas.controller.samplers import create_sampler, create_scheduler
     from nas.controller.searcher import CandidateSearcher
     from nas.controller.trainable import train_candidate
     from nas.data.prepare import prepare_data
-    from nas.proxies.registry import TASKS
 
     # Optuna's tables are the record of every trial; Tune's own CSV/JSON/TensorBoard files would only repeat them.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -136,38 +151,55 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
     ray_trials: dict[str, Any] = {}
     searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event, fixed_candidates)
     study = searcher.study
-    for key, value in {"space": space.to_yaml(), "family": space.family, "task": space.task,
-                       "objectives": list(space.objectives), "data_fingerprint": data.fingerprint,
-                       "tokenizer_dir": data.tokenizer_dir}.items():
+    for key, value in {
+        "space": space.to_yaml(),
+        "family": space.family,
+        "task": space.task,
+        "objectives": list(space.objectives),
+        "data_fingerprint": data.fingerprint,
+        "tokenizer_dir": data.tokenizer_dir,
+    }.items():
         study.set_user_attr(key, value)
 
-    already = trial_counts(study)
-    finished_before = already["complete"] + already["pruned"] + already["failed"]
+    finished_before = finished(count_trials(study.get_trials(deepcopy=False)))
     # A fixed list (an audit) already leaves out what finished; lost trials it re-runs still count as failed.
     remaining = len(fixed_candidates) if fixed_candidates is not None else space.search.trials - finished_before
     if remaining <= 0:
         return _final_outcome(name, study, space, searcher, stop_event)
 
-    scheduler = create_scheduler(space.search.scheduler, space.evals_per_trial, space.search.grace_period,
-                                 space.search.reduction_factor)
-    trainable = tune.with_resources(tune.with_parameters(train_candidate, space_raw=space.raw, data=data),
-                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    scheduler = create_scheduler(
+        space.search.scheduler, space.evals_per_trial, space.search.grace_period, space.search.reduction_factor
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(train_candidate, space=space, data=data),
+        {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
+    )
     bar = ProgressBar(searcher, remaining, already_finished=finished_before, enabled=progress)
     # A fresh Tune experiment per attempt: the Optuna study, not Tune's folder, is what a resume continues.
     experiment = name if not finished_before else f"{name}-resume-{time.strftime('%Y%m%d-%H%M%S')}"
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                                    max_concurrent_trials=space.search.concurrency,
-                                    # The scheduler stops trials by the first objective (a loss; the space checks).
-                                    metric=space.objectives[0],
-                                    mode="min" if space.directions[0] == "minimize" else "max",
-                                    reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_name),
-        run_config=tune.RunConfig(name=experiment, storage_path=str(nas_home() / "ray_results"), verbose=0,
-                                  stop=stopper_for(stop_event),
-                                  failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
-                                  callbacks=[TrialTracker(ray_trials), bar],
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=remaining,
+            max_concurrent_trials=space.search.concurrency,
+            # The scheduler stops trials by the first objective (a loss; the space checks).
+            metric=space.objectives[0],
+            mode="min" if space.directions[0] == "minimize" else "max",
+            reuse_actors=True,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=str(nas_home() / "ray_results"),
+            verbose=0,
+            stop=stopper_for(stop_event),
+            failure_config=tune.FailureConfig(max_failures=space.search.max_failures),
+            callbacks=[TrialTracker(ray_trials), bar],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
     )
     try:
         tuner.fit()
@@ -179,21 +211,21 @@ def _run(space: SearchSpace, name: str, url: str, progress: bool, stop_event: St
 
 
 def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: StopFlag) -> StudyOutcome:
-    from nas.controller.progress import trial_counts
-
-    counts = trial_counts(study)
-    finished = counts["complete"] + counts["pruned"] + counts["failed"]
+    counts = count_trials(study.get_trials(deepcopy=False))
+    done = finished(counts)
     if searcher.exhausted_reason and counts["complete"] == 0:
         return StudyOutcome(name, "failed", counts, searcher.exhausted_reason)
     if stop_event.is_set():
-        return StudyOutcome(name, "cancelled", counts, f"cancelled after {finished} of {space.search.trials} trials")
+        return StudyOutcome(name, "cancelled", counts, f"cancelled after {done} of {space.search.trials} trials")
     if searcher.fixed:
         return StudyOutcome(name, "interrupted", counts, f"{len(searcher.fixed)} planned trials did not start")
-    if finished < space.search.trials and not searcher.exhausted_reason:
-        return StudyOutcome(name, "interrupted", counts, f"{finished} of {space.search.trials} trials finished")
+    if done < space.search.trials and not searcher.exhausted_reason:
+        return StudyOutcome(name, "interrupted", counts, f"{done} of {space.search.trials} trials finished")
     if counts["complete"] == 0:
-        reasons = {t.user_attrs.get("fail_reason") for t in study.get_trials(deepcopy=False) if t.user_attrs.get("fail_reason")}
-        return StudyOutcome(name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else ""))
+        reasons = {t.user_attrs[FAIL_REASON] for t in study.get_trials(deepcopy=False) if t.user_attrs.get(FAIL_REASON)}
+        return StudyOutcome(
+            name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else "")
+        )
     return StudyOutcome(name, "succeeded", counts, searcher.exhausted_reason)
 
 
@@ -227,8 +259,8 @@ def _fail_running_trials(url: str, name: str, reason: str) -> int:
         return 0
     count = 0
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
-        storage.set_trial_user_attr(trial._trial_id, "lost", True)
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+        storage.set_trial_user_attr(trial._trial_id, LOST, True)
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         count += 1
     return count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import TrialState
@@ -20,10 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas.controller.stopping import StopFlag
 from nas.space.spec import Candidate, SearchSpace
-
-METRIC_ATTRS = ("val_loss", "predicted_loss", "val_curve", "train_loss", "step", "params", "non_embedding_params", "flops",
-                "latency_ms", "throughput", "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy",
-                "zero_cost_grad_norm", "zero_cost_snip", "zero_cost_ms")
+from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, RAY_TRIAL_ID, STORED_METRICS, WEIGHTS_PATH
 
 
 def error_reason(text: str | None, limit: int = 500) -> str:
@@ -47,9 +44,16 @@ def error_text(ray_trial: Any) -> str | None:
 
 
 class CandidateSearcher(OptunaSearch):
-    def __init__(self, space: SearchSpace, storage: optuna.storages.BaseStorage, study_name: str,
-                 sampler: optuna.samplers.BaseSampler, ray_trials: dict[str, Any],
-                 stop_event: StopFlag | None = None, fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        storage: optuna.storages.BaseStorage,
+        study_name: str,
+        sampler: optuna.samplers.BaseSampler,
+        ray_trials: dict[str, Any],
+        stop_event: StopFlag | None = None,
+        fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None,
+    ):
         self.space = space
         # Candidates to train in order instead of sampling (an audit), each with extra user attrs to store.
         self.fixed = list(fixed_candidates) if fixed_candidates is not None else None
@@ -59,8 +63,14 @@ class CandidateSearcher(OptunaSearch):
         objectives = list(space.objectives)
         modes = ["min" if d == "minimize" else "max" for d in space.directions]
         multi = len(objectives) > 1
-        super().__init__(space=self._never_called, metric=objectives if multi else objectives[0],
-                         mode=modes if multi else modes[0], sampler=sampler, study_name=study_name, storage=storage)
+        super().__init__(
+            space=self._never_called,
+            metric=objectives if multi else objectives[0],
+            mode=modes if multi else modes[0],
+            sampler=sampler,
+            study_name=study_name,
+            storage=storage,
+        )
 
     @staticmethod
     def _never_called(trial):  # pragma: no cover - suggest() below samples the space itself
@@ -74,32 +84,36 @@ class CandidateSearcher(OptunaSearch):
 
     @property
     def study(self) -> optuna.Study:
-        return self._ot_study
+        # Ray types _ot_study as None; OptunaSearch.__init__ creates the study because a space is always given.
+        return cast(optuna.Study, self._ot_study)
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Ray's stub omits FINISHED
         if self.fixed is not None:
             if not self.fixed:
                 return Searcher.FINISHED
             candidate, attrs = self.fixed.pop(0)
-            return self._start(trial_id, self._ot_study.ask(), candidate, attrs)
+            return self._start(trial_id, self.study.ask(), candidate, attrs)
         for _ in range(self.space.search.max_infeasible):
-            ot_trial = self._ot_study.ask()
+            ot_trial = self.study.ask()
             candidate = self.space.suggest(ot_trial)
             problems = self.space.feasibility(candidate)
             if problems:
-                ot_trial.set_user_attr("infeasible", "; ".join(f"{path}: {message}" for path, message in problems))
+                ot_trial.set_user_attr(INFEASIBLE, "; ".join(f"{path}: {message}" for path, message in problems))
                 ot_trial.set_user_attr("params", candidate.params.total)
-                self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+                self.study.tell(ot_trial, state=TrialState.PRUNED)
                 continue
             return self._start(trial_id, ot_trial, candidate)
-        self.exhausted_reason = (f"the sampler proposed {self.space.search.max_infeasible} infeasible candidates "
-                                 "in a row; loosen the constraints or raise search.max_infeasible")
+        self.exhausted_reason = (
+            f"the sampler proposed {self.space.search.max_infeasible} infeasible candidates "
+            "in a row; loosen the constraints or raise search.max_infeasible"
+        )
         return Searcher.FINISHED
 
-    def _start(self, trial_id: str, ot_trial: optuna.Trial, candidate: Candidate,
-               attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _start(
+        self, trial_id: str, ot_trial: optuna.Trial, candidate: Candidate, attrs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Record the candidate on its Optuna trial and hand its config to Ray."""
-        for key, value in {**candidate.to_json(), **(attrs or {}), "ray_trial_id": trial_id}.items():
+        for key, value in {**candidate.to_json(), **(attrs or {}), RAY_TRIAL_ID: trial_id}.items():
             ot_trial.set_user_attr(key, value)
         self._ot_trials[trial_id] = ot_trial
         return {"trial_number": ot_trial.number, "candidate": candidate.to_json()}
@@ -113,28 +127,28 @@ class CandidateSearcher(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
-        for key in METRIC_ATTRS:
+        for key in STORED_METRICS:
             if result and key in result:
                 ot_trial.set_user_attr(key, result[key])
         if not error:
             self._report_last(ot_trial, result or {})
         if error:
             ray_trial = self.ray_trials.get(trial_id)
-            ot_trial.set_user_attr("fail_reason", error_reason(error_text(ray_trial)))
+            ot_trial.set_user_attr(FAIL_REASON, error_reason(error_text(ray_trial)))
             self._tell(ot_trial, TrialState.FAIL)
         elif result and result.get("completed"):
             values = [result.get(name) for name in self.space.objectives]
             if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 checkpoint = getattr(self.ray_trials.get(trial_id), "checkpoint", None)
                 if checkpoint is not None:
-                    ot_trial.set_user_attr("weights_path", checkpoint.path)
-                self._tell(ot_trial, TrialState.COMPLETE, values)
+                    ot_trial.set_user_attr(WEIGHTS_PATH, checkpoint.path)
+                self._tell(ot_trial, TrialState.COMPLETE, cast(list[float], values))  # all checked finite numbers
             else:
-                ot_trial.set_user_attr("fail_reason", f"objective values not finite: {values}")
+                ot_trial.set_user_attr(FAIL_REASON, f"objective values not finite: {values}")
                 self._tell(ot_trial, TrialState.FAIL)
         elif self.stop_event.is_set():
-            ot_trial.set_user_attr("fail_reason", "cancelled")
-            ot_trial.set_user_attr("lost", True)
+            ot_trial.set_user_attr(FAIL_REASON, "cancelled")
+            ot_trial.set_user_attr(LOST, True)
             self._tell(ot_trial, TrialState.FAIL)
         else:
             self._tell(ot_trial, TrialState.PRUNED)  # stopped before its last step: the scheduler's decision
@@ -151,6 +165,7 @@ class CandidateSearcher(OptunaSearch):
 
     def _tell(self, ot_trial: optuna.Trial, state: TrialState, values: list[float] | None = None) -> None:
         if state == TrialState.COMPLETE:
-            self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0], state=state)
+            assert values is not None  # a COMPLETE trial is always told with its objective values
+            self.study.tell(ot_trial, values if len(values) > 1 else values[0], state=state)
         else:
-            self._ot_study.tell(ot_trial, state=state)
+            self.study.tell(ot_trial, state=state)

@@ -1,21 +1,22 @@
-"""The Ray Tune function that runs on a worker: rebuild the space and candidate from plain data, train."""
+"""The Ray Tune function that runs on a worker: the candidate from its JSON record, trained on the space the
+driver validated (it arrives pickled through Ray's object store; the worker never parses YAML again)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from nas.space.spec import Candidate
+
+if TYPE_CHECKING:
+    from nas.space.spec import SearchSpace
 
 
-def train_candidate(config: dict[str, Any], space_raw: dict[str, Any], data: Any) -> None:
+def train_candidate(config: dict[str, Any], space: SearchSpace, data: Any) -> None:
     from ray import tune
 
-    from nas.models.base import ParamCount
     from nas.proxies.loop import run_proxy
-    from nas.space.spec import Candidate, parse_space
 
-    space = parse_space(space_raw, check_data=False, check_satisfiable=False)
-    spec = config["candidate"]
-    candidate = Candidate(spec["architecture"], spec["hyperparameters"],
-                          ParamCount(spec["params"], spec["non_embedding_params"]))
+    candidate = Candidate.from_json(config["candidate"])
 
     def report(metrics: dict[str, Any], model: Any = None) -> None:
         if model is None:

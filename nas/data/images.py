@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
-from nas.data.sources import Source
+from nas.catalog import DataError, Source
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -19,20 +21,24 @@ def load_folder_arrays(source: Source, image_size: int, channels: int) -> tuple[
     """Images resized to ``image_size``; labels from class subfolders when every image sits in one."""
     from PIL import Image
 
+    assert source.root is not None  # resolve_source sets root on every image-folder source
+    root = source.root
     mode = "L" if channels == 1 else "RGB"
-    images, classes = [], []
+    images: list[np.ndarray] = []
+    classes: list[str | None] = []
     for path in source.files:
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode).resize((image_size, image_size), Image.BILINEAR)
+            with Image.open(path) as opened:
+                image = opened.convert(mode).resize((image_size, image_size), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.float32) / 255.0
         except OSError as exc:
-            raise ValueError(f"{path}: not a readable image ({exc})") from None
+            raise DataError(f"{path}: not a readable image ({exc})") from None
         images.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
-        relative = path.relative_to(source.root)
+        relative = path.relative_to(root)
         classes.append(relative.parts[0] if len(relative.parts) > 1 else None)
     labels = None
     if all(c is not None for c in classes) and len(set(classes)) > 1:
-        names = sorted(set(classes))
-        labels = np.array([names.index(c) for c in classes], dtype=np.int64)
+        named = cast(list[str], classes)  # every entry was just checked to be a str
+        names = sorted(set(named))
+        labels = np.array([names.index(c) for c in named], dtype=np.int64)
     return np.stack(images), labels

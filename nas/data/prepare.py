@@ -14,7 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from nas.data.sources import Source, resolve_source
+from nas.catalog import DataError, Source, resolve_source
+from nas.data.images import load_digits_arrays, load_folder_arrays
+from nas.data.text import load_documents
+from nas.data.tokenizer import TOKENIZER_VERSION, corpus_hash, load_tokenizer, tokenizer_dir
+from nas.models.transformer import CLS_ID, SEP_ID
 from nas.settings import cache_dir
 from nas.space.sections import DataSpec
 
@@ -37,7 +41,7 @@ class PreparedData:
 def prepare_data(spec: DataSpec, kind: str, channels: int, seed: int = 0) -> PreparedData:
     source = resolve_source(spec.source)
     if source.kind != kind:
-        raise ValueError(f"{spec.source!r} is {source.kind} data; this task needs {kind} data")
+        raise DataError(f"{spec.source!r} is {source.kind} data; this task needs {kind} data")
     if kind == "text":
         return _prepare_text(source, spec, seed)
     return _prepare_images(source, spec, channels, seed)
@@ -47,13 +51,15 @@ def _fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _load_cached(fingerprint: str) -> PreparedData | None:
+def _load_cached(parts: dict[str, Any]) -> tuple[str, PreparedData | None]:
+    """The fingerprint of what is prepared from ``parts`` (with PREPARE_VERSION), and its cached tensors if any."""
+    fingerprint = _fingerprint({"v": PREPARE_VERSION, **parts})
     path = cache_dir("data") / f"{fingerprint}.pt"
     if not path.is_file():
-        return None
+        return fingerprint, None
     payload = torch.load(path, weights_only=False)
     payload["cache_hit"] = True
-    return PreparedData(**payload)
+    return fingerprint, PreparedData(**payload)
 
 
 def _store(data: PreparedData) -> PreparedData:
@@ -71,14 +77,19 @@ def _split(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
-    from nas.data.text import load_documents
-    from nas.data.tokenizer import corpus_hash, load_tokenizer, tokenizer_dir
-    from nas.models.transformer import CLS_ID, SEP_ID
 
     documents = load_documents(source, spec.text_field)
-    fingerprint = _fingerprint({"v": PREPARE_VERSION, "corpus": corpus_hash(documents), "vocab": spec.vocab_size,
-                                "seq_len": spec.seq_len, "val": spec.val_fraction, "max": spec.max_samples, "seed": seed})
-    cached = _load_cached(fingerprint)
+    fingerprint, cached = _load_cached(
+        {
+            "corpus": corpus_hash(documents),
+            "vocab": spec.vocab_size,
+            "tokenizer": TOKENIZER_VERSION,
+            "seq_len": spec.seq_len,
+            "val": spec.val_fraction,
+            "max": spec.max_samples,
+            "seed": seed,
+        }
+    )
     if cached is not None:
         return cached
     folder, tokenizer_hit = tokenizer_dir(documents, spec.vocab_size)
@@ -93,17 +104,29 @@ def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
     if spec.max_samples:
         blocks = min(blocks, spec.max_samples)
     if blocks < 4:
-        raise ValueError(f"{source.spec!r} gives only {blocks} sequences of {spec.seq_len} tokens; "
-                         "use more text or a smaller data.seq_len")
+        raise DataError(
+            f"{source.spec!r} gives only {blocks} sequences of {spec.seq_len} tokens; "
+            "use more text or a smaller data.seq_len"
+        )
     ids = torch.tensor(stream[: blocks * body], dtype=torch.int64).view(blocks, body)
     ids = torch.cat([torch.full((blocks, 1), CLS_ID, dtype=torch.int64), ids], dim=1)
     train_index, val_index = _split(blocks, spec.val_fraction, seed)
-    return _store(PreparedData(
-        kind="text", train=ids[train_index].clone(), val=ids[val_index].clone(), tokenizer_dir=str(folder),
-        fingerprint=fingerprint,
-        info={"documents": len(documents), "tokens": len(stream), "sequences": blocks,
-              "vocab_size": spec.vocab_size, "tokenizer_cache_hit": tokenizer_hit},
-    ))
+    return _store(
+        PreparedData(
+            kind="text",
+            train=ids[train_index].clone(),
+            val=ids[val_index].clone(),
+            tokenizer_dir=str(folder),
+            fingerprint=fingerprint,
+            info={
+                "documents": len(documents),
+                "tokens": len(stream),
+                "sequences": blocks,
+                "vocab_size": spec.vocab_size,
+                "tokenizer_cache_hit": tokenizer_hit,
+            },
+        )
+    )
 
 
 def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) -> PreparedData:
@@ -111,14 +134,20 @@ def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) ->
         identity: Any = {"builtin": "digits"}
     else:
         identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in source.files]
-    fingerprint = _fingerprint({"v": PREPARE_VERSION, "images": identity, "size": spec.image_size, "channels": channels,
-                                "val": spec.val_fraction, "max": spec.max_samples, "seed": seed})
-    cached = _load_cached(fingerprint)
+    fingerprint, cached = _load_cached(
+        {
+            "images": identity,
+            "size": spec.image_size,
+            "channels": channels,
+            "val": spec.val_fraction,
+            "max": spec.max_samples,
+            "seed": seed,
+        }
+    )
     if cached is not None:
         return cached
+    labels: np.ndarray | None
     if source.builtin == "digits":
-        from nas.data.images import load_digits_arrays
-
         arrays, labels = load_digits_arrays()
         images = torch.from_numpy(arrays)
         if channels == 3:
@@ -126,19 +155,22 @@ def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) ->
         if images.shape[-1] != spec.image_size:
             images = torch.nn.functional.interpolate(images, size=spec.image_size, mode="bilinear", align_corners=False)
     else:
-        from nas.data.images import load_folder_arrays
-
         arrays, labels = load_folder_arrays(source, spec.image_size, channels)
         images = torch.from_numpy(arrays)
     images = (images.clamp(0, 1) - 0.5) / 0.5
     label_tensor = torch.from_numpy(labels) if labels is not None else None
     count = images.shape[0] if not spec.max_samples else min(images.shape[0], spec.max_samples)
     if count < 8:
-        raise ValueError(f"{source.spec!r} holds only {count} images; at least 8 are needed")
+        raise DataError(f"{source.spec!r} holds only {count} images; at least 8 are needed")
     train_index, val_index = _split(count, spec.val_fraction, seed)
-    return _store(PreparedData(
-        kind="image", train=images[train_index].contiguous(), val=images[val_index].contiguous(),
-        train_labels=label_tensor[train_index] if label_tensor is not None else None,
-        val_labels=label_tensor[val_index] if label_tensor is not None else None,
-        fingerprint=fingerprint, info={"images": count, "labelled": label_tensor is not None},
-    ))
+    return _store(
+        PreparedData(
+            kind="image",
+            train=images[train_index].contiguous(),
+            val=images[val_index].contiguous(),
+            train_labels=label_tensor[train_index] if label_tensor is not None else None,
+            val_labels=label_tensor[val_index] if label_tensor is not None else None,
+            fingerprint=fingerprint,
+            info={"images": count, "labelled": label_tensor is not None},
+        )
+    )

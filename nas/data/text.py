@@ -9,15 +9,26 @@ import platform
 import sysconfig
 from pathlib import Path
 
-from nas.data.sources import Source
+from nas.catalog import DataError, Source
 from nas.settings import cache_dir
 
 CORPUS_VERSION = 2  # bump when python_docs() changes what it collects
 _PYTHON_DOCS: list[str] = []  # this process's copy: the corpus is the same for every study on this Python
 
 # Parts of the standard library left out of the built-in corpus: tests, GUI demos, vendored and generated code.
-_SKIPPED_STDLIB_PARTS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3",
-                         "ensurepip", "pydoc_data", "__pycache__"}
+_SKIPPED_STDLIB_PARTS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "lib2to3",
+    "ensurepip",
+    "pydoc_data",
+    "__pycache__",
+}
 
 
 def python_docs() -> list[str]:
@@ -60,7 +71,9 @@ def read_text_files(source: Source, text_field: str) -> list[str]:
     for path in source.files:
         suffix = path.suffix.lower()
         if suffix == ".txt":
-            documents.extend(part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if part.strip())
+            documents.extend(
+                part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if part.strip()
+            )
         elif suffix == ".jsonl":
             with path.open(encoding="utf-8") as handle:
                 for number, line in enumerate(handle, 1):
@@ -69,22 +82,22 @@ def read_text_files(source: Source, text_field: str) -> list[str]:
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
                     text = record.get(text_field) if isinstance(record, dict) else None
                     if not isinstance(text, str):
-                        raise ValueError(f"{path}:{number}: no text field {text_field!r} (set data.text_field)")
+                        raise DataError(f"{path}:{number}: no text field {text_field!r} (set data.text_field)")
                     documents.append(text)
         elif suffix == ".parquet":
             try:
                 import pyarrow.parquet as pq
             except ImportError:
-                raise ValueError("reading .parquet needs pyarrow: pip install 'ssl-nas[parquet]'") from None
+                raise DataError("reading .parquet needs pyarrow: pip install 'ssl-nas[parquet]'") from None
             table = pq.read_table(path)
             if text_field not in table.column_names:
-                raise ValueError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
+                raise DataError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
             documents.extend(t for t in table.column(text_field).to_pylist() if isinstance(t, str))
     if not documents:
-        raise ValueError(f"{source.spec!r} holds no text")
+        raise DataError(f"{source.spec!r} holds no text")
     return documents
 
 

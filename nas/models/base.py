@@ -8,11 +8,13 @@ is built or trained. The shared contract test (tests/models/test_family_contract
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nas.registry import Registry
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
 
@@ -36,7 +38,7 @@ class ParamCount:
 class ArchKey:
     """One architecture key a family accepts: its type, default, allowed values and lower bound."""
 
-    kind: type
+    kind: type[Any]
     default: Any = None
     allowed: tuple[Any, ...] | None = None
     minimum: float | None = None
@@ -77,6 +79,17 @@ class ModelFamily:
         raise NotImplementedError
 
     def build(self, arch: dict[str, Any], data: DataShape) -> torch.nn.Module:
+        raise NotImplementedError
+
+    # Files ``save_pretrained`` writes beside transformers' own config.json and model.safetensors.
+    extra_files: tuple[str, ...] = ()
+
+    def save_pretrained(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write ``model`` (as ``build`` made it) as a save_pretrained folder that ``load_pretrained`` reads back."""
+        cast(Any, model).save_pretrained(folder)  # a transformers PreTrainedModel; nn.Module has no such method
+
+    def load_pretrained(self, folder: Path, arch: dict[str, Any]) -> torch.nn.Module:
+        """The trainable model (what ``build`` makes) from a folder ``save_pretrained`` wrote."""
         raise NotImplementedError
 
     def hf_config(self, arch: dict[str, Any], data: DataShape) -> Any:

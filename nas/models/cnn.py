@@ -6,9 +6,12 @@ predictor) only exists for self-supervised pretraining.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
+
+HEAD_FILE = "nas_projection_head.safetensors"
 
 
 def stage_widths(arch: dict[str, Any]) -> list[int]:
@@ -83,10 +86,21 @@ class CNNFamily(ModelFamily):
     def check(self, arch, data):
         problems = []
         if arch["backbone"] == "resnet" and arch["layer_type"] == "bottleneck" and arch["base_width"] % 4:
-            problems.append(("base_width", f"base_width {arch['base_width']} must be a multiple of 4 for bottleneck layers"))
-        if arch["backbone"] == "convnext" and data.image_size and data.image_size < arch["patch_size"] * 2 ** (arch["num_stages"] - 1):
-            problems.append(("num_stages", f"image_size {data.image_size} is too small for {arch['num_stages']} ConvNeXt stages "
-                            f"after a patch-{arch['patch_size']} stem"))
+            problems.append(
+                ("base_width", f"base_width {arch['base_width']} must be a multiple of 4 for bottleneck layers")
+            )
+        if (
+            arch["backbone"] == "convnext"
+            and data.image_size
+            and data.image_size < arch["patch_size"] * 2 ** (arch["num_stages"] - 1)
+        ):
+            problems.append(
+                (
+                    "num_stages",
+                    f"image_size {data.image_size} is too small for {arch['num_stages']} ConvNeXt stages "
+                    f"after a patch-{arch['patch_size']} stem",
+                )
+            )
         return problems
 
     def count_params(self, arch, data):
@@ -100,13 +114,25 @@ class CNNFamily(ModelFamily):
         if arch["backbone"] == "convnext":
             from transformers import ConvNextConfig
 
-            return ConvNextConfig(num_channels=data.channels, hidden_sizes=widths, depths=depths,
-                                  patch_size=arch["patch_size"], num_stages=arch["num_stages"],
-                                  hidden_act=arch["activation"], image_size=data.image_size)
+            return ConvNextConfig(
+                num_channels=data.channels,
+                hidden_sizes=widths,
+                depths=depths,
+                patch_size=arch["patch_size"],
+                num_stages=arch["num_stages"],
+                hidden_act=arch["activation"],
+                image_size=data.image_size,
+            )
         from transformers import ResNetConfig
 
-        return ResNetConfig(num_channels=data.channels, embedding_size=arch["base_width"], hidden_sizes=widths,
-                            depths=depths, layer_type=arch["layer_type"], hidden_act=arch["activation"])
+        return ResNetConfig(
+            num_channels=data.channels,
+            embedding_size=arch["base_width"],
+            hidden_sizes=widths,
+            depths=depths,
+            layer_type=arch["layer_type"],
+            hidden_act=arch["activation"],
+        )
 
     def build(self, arch, data):
         from transformers import ConvNextModel, ResNetModel
@@ -117,10 +143,34 @@ class CNNFamily(ModelFamily):
         backbone = ConvNextModel(config) if arch["backbone"] == "convnext" else ResNetModel(config)
         return ContrastiveModel(backbone, stage_widths(arch)[-1], arch["projection_dim"], arch["method"])
 
+    # The projection head: transformers saves the backbone (ResNetModel / ConvNextModel), not our head around it.
+    extra_files = (HEAD_FILE,)
+
+    def save_pretrained(self, model, folder):
+        from safetensors.torch import save_file
+
+        model.backbone.save_pretrained(folder)
+        head = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+        save_file(head, str(Path(folder) / HEAD_FILE))
+
+    def load_pretrained(self, folder, arch):
+        from safetensors.torch import load_file
+        from transformers import AutoModel
+
+        from nas.models.heads import ContrastiveModel
+
+        backbone = AutoModel.from_pretrained(folder)
+        model = ContrastiveModel(backbone, backbone.config.hidden_sizes[-1], arch["projection_dim"], arch["method"])
+        head = load_file(str(Path(folder) / HEAD_FILE))
+        model.load_state_dict({**{f"backbone.{k}": v for k, v in backbone.state_dict().items()}, **head})
+        return model
+
     def width(self, arch):
         return int(arch["base_width"])
 
     def describe(self, arch):
         extra = arch["layer_type"] if arch["backbone"] == "resnet" else f"patch{arch['patch_size']}"
-        return (f"{arch['backbone']} {extra} stages={arch['num_stages']} width={arch['base_width']} "
-                f"depth={arch['depth']} {arch['method']} proj={arch['projection_dim']}")
+        return (
+            f"{arch['backbone']} {extra} stages={arch['num_stages']} width={arch['base_width']} "
+            f"depth={arch['depth']} {arch['method']} proj={arch['projection_dim']}"
+        )

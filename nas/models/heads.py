@@ -8,7 +8,9 @@ from torch import nn
 
 def projection_mlp(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Sequential:
     hidden = hidden or out_dim
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+    )
 
 
 class ContrastiveModel(nn.Module):
@@ -23,7 +25,9 @@ class ContrastiveModel(nn.Module):
         self.method = method
         self.projector = projection_mlp(feature_dim, projection_dim)
         self.predictor = (
-            projection_mlp(projection_dim, projection_dim, hidden=max(projection_dim // 4, 1)) if method == "simsiam" else None
+            projection_mlp(projection_dim, projection_dim, hidden=max(projection_dim // 4, 1))
+            if method == "simsiam"
+            else None
         )
 
     @property

@@ -10,13 +10,20 @@ from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 1, 2, 3, 4
 
 
-def intermediate_size(arch: dict[str, Any]) -> int:
-    return int(round(arch["hidden_size"] * arch["ffn_ratio"]))
+def intermediate_size(arch: dict[str, Any], prefix: str = "") -> int:
+    """The feed-forward width: ``hidden_size x ffn_ratio`` (``decoder_hidden_size x decoder_ffn_ratio`` with the
+    ``decoder_`` prefix)."""
+    return int(round(arch[f"{prefix}hidden_size"] * arch[f"{prefix}ffn_ratio"]))
 
 
 def bert_layer_params(hidden: int, intermediate: int) -> int:
     """One post-LN BERT/ViT encoder layer: Q, K, V, output projections, two LayerNorms and the MLP."""
-    return 4 * (hidden * hidden + hidden) + (hidden * intermediate + intermediate) + (intermediate * hidden + hidden) + 4 * hidden
+    return (
+        4 * (hidden * hidden + hidden)
+        + (hidden * intermediate + intermediate)
+        + (intermediate * hidden + hidden)
+        + 4 * hidden
+    )
 
 
 # The encoder shape shared by text and vision Transformers.
@@ -46,9 +53,13 @@ class TransformerFamily(ModelFamily):
     def check(self, arch, data):
         problems = []
         if arch["hidden_size"] % arch["num_heads"]:
-            problems.append(("num_heads", f"num_heads {arch['num_heads']} does not divide hidden_size {arch['hidden_size']}"))
+            problems.append(
+                ("num_heads", f"num_heads {arch['num_heads']} does not divide hidden_size {arch['hidden_size']}")
+            )
         if arch["block"] == "modernbert" and arch["local_attention"] % 2:
-            problems.append(("local_attention", f"local_attention {arch['local_attention']} must be even for ModernBERT"))
+            problems.append(
+                ("local_attention", f"local_attention {arch['local_attention']} must be even for ModernBERT")
+            )
         return problems
 
     def count_params(self, arch, data):
@@ -63,7 +74,9 @@ class TransformerFamily(ModelFamily):
             total = embeddings + layers * (attention + mlp) + norms + hidden + head  # + final_norm
             return ParamCount(total, total - vocab * hidden)
         embeddings = vocab * hidden + data.seq_len * hidden + 2 * hidden
-        total = embeddings + 2 * hidden + layers * bert_layer_params(hidden, inter) + (hidden * hidden + 3 * hidden + vocab)
+        total = (
+            embeddings + 2 * hidden + layers * bert_layer_params(hidden, inter) + (hidden * hidden + 3 * hidden + vocab)
+        )
         return ParamCount(total, total - embeddings)
 
     def hf_config(self, arch, data):
@@ -113,6 +126,13 @@ class TransformerFamily(ModelFamily):
 
         return BertForMaskedLM(config)
 
+    def load_pretrained(self, folder, arch):
+        from transformers import AutoModelForMaskedLM
+
+        return AutoModelForMaskedLM.from_pretrained(folder)
+
     def describe(self, arch):
-        return (f"{arch['block']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
-                f"ffn x{arch['ffn_ratio']:g} {arch['activation']}")
+        return (
+            f"{arch['block']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
+            f"ffn x{arch['ffn_ratio']:g} {arch['activation']}"
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
-from nas.models.transformer import ENCODER_KEYS, bert_layer_params
+from nas.models.transformer import ENCODER_KEYS, bert_layer_params, intermediate_size
 
 
 @register_family
@@ -22,18 +22,34 @@ class ViTFamily(ModelFamily):
     }
     # The share of patches masked and the pixel normalisation define the loss: 0.5 is an easier task than 0.75.
     loss_defining_keys = ("mask_ratio", "norm_pix_loss")
-    tiny = {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "ffn_ratio": 2, "patch_size": 4,
-            "decoder_hidden_size": 32, "decoder_num_heads": 4}
+    tiny = {
+        "num_layers": 2,
+        "hidden_size": 32,
+        "num_heads": 4,
+        "ffn_ratio": 2,
+        "patch_size": 4,
+        "decoder_hidden_size": 32,
+        "decoder_num_heads": 4,
+    }
 
     def check(self, arch, data):
         problems = []
         if arch["hidden_size"] % arch["num_heads"]:
-            problems.append(("num_heads", f"num_heads {arch['num_heads']} does not divide hidden_size {arch['hidden_size']}"))
+            problems.append(
+                ("num_heads", f"num_heads {arch['num_heads']} does not divide hidden_size {arch['hidden_size']}")
+            )
         if arch["decoder_hidden_size"] % arch["decoder_num_heads"]:
-            problems.append(("decoder_num_heads", f"decoder_num_heads {arch['decoder_num_heads']} does not divide "
-                            f"decoder_hidden_size {arch['decoder_hidden_size']}"))
+            problems.append(
+                (
+                    "decoder_num_heads",
+                    f"decoder_num_heads {arch['decoder_num_heads']} does not divide "
+                    f"decoder_hidden_size {arch['decoder_hidden_size']}",
+                )
+            )
         if data.image_size % arch["patch_size"]:
-            problems.append(("patch_size", f"patch_size {arch['patch_size']} does not divide image_size {data.image_size}"))
+            problems.append(
+                ("patch_size", f"patch_size {arch['patch_size']} does not divide image_size {data.image_size}")
+            )
         if not 0.0 < arch["mask_ratio"] < 1.0:
             problems.append(("mask_ratio", f"mask_ratio {arch['mask_ratio']} must lie strictly between 0 and 1"))
         return problems
@@ -42,8 +58,8 @@ class ViTFamily(ModelFamily):
         hidden, dec = arch["hidden_size"], arch["decoder_hidden_size"]
         patch_pixels = arch["patch_size"] ** 2 * data.channels
         positions = (data.image_size // arch["patch_size"]) ** 2 + 1
-        inter = int(round(hidden * arch["ffn_ratio"]))
-        dec_inter = int(round(dec * arch["decoder_ffn_ratio"]))
+        inter = intermediate_size(arch)
+        dec_inter = intermediate_size(arch, "decoder_")
         embedding = hidden + positions * hidden + patch_pixels * hidden + hidden + dec + positions * dec
         encoder = arch["num_layers"] * bert_layer_params(hidden, inter) + 2 * hidden
         decoder = (hidden * dec + dec) + arch["decoder_num_layers"] * bert_layer_params(dec, dec_inter) + 2 * dec
@@ -61,12 +77,12 @@ class ViTFamily(ModelFamily):
             hidden_size=arch["hidden_size"],
             num_hidden_layers=arch["num_layers"],
             num_attention_heads=arch["num_heads"],
-            intermediate_size=int(round(arch["hidden_size"] * arch["ffn_ratio"])),
+            intermediate_size=intermediate_size(arch),
             hidden_act=arch["activation"],
             decoder_hidden_size=arch["decoder_hidden_size"],
             decoder_num_hidden_layers=arch["decoder_num_layers"],
             decoder_num_attention_heads=arch["decoder_num_heads"],
-            decoder_intermediate_size=int(round(arch["decoder_hidden_size"] * arch["decoder_ffn_ratio"])),
+            decoder_intermediate_size=intermediate_size(arch, "decoder_"),
             mask_ratio=arch["mask_ratio"],
             norm_pix_loss=arch["norm_pix_loss"],
         )
@@ -76,9 +92,16 @@ class ViTFamily(ModelFamily):
 
         return with_position_tables(ViTMAEForPreTraining(self.hf_config(arch, data)))
 
+    def load_pretrained(self, folder, arch):
+        from transformers import ViTMAEForPreTraining
+
+        return ViTMAEForPreTraining.from_pretrained(folder)
+
     def describe(self, arch):
-        return (f"ViT p{arch['patch_size']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
-                f"ffn x{arch['ffn_ratio']:g} dec L{arch['decoder_num_layers']} H{arch['decoder_hidden_size']}")
+        return (
+            f"ViT p{arch['patch_size']} L{arch['num_layers']} H{arch['hidden_size']} A{arch['num_heads']} "
+            f"ffn x{arch['ffn_ratio']:g} dec L{arch['decoder_num_layers']} H{arch['decoder_hidden_size']}"
+        )
 
 
 def with_position_tables(model):

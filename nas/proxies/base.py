@@ -17,8 +17,9 @@ from nas.models.base import DataShape
 class Proxy:
     task: str = ""
 
-    def __init__(self, data: PreparedData, shape: DataShape, hyperparameters: dict[str, Any], eval_batches: int,
-                 knn_k: int = 10):
+    def __init__(
+        self, data: PreparedData, shape: DataShape, hyperparameters: dict[str, Any], eval_batches: int, knn_k: int = 10
+    ):
         self.data = data
         self.shape = shape
         self.hp = hyperparameters
@@ -53,7 +54,7 @@ class Proxy:
         """Validation rows cut into at most ``eval_batches`` batches, in a fixed order."""
         val = self.data.val
         limit = min(val.shape[0], self.eval_batches * self.batch_size)
-        return [val[start:start + self.batch_size] for start in range(0, limit, self.batch_size)]
+        return [val[start : start + self.batch_size] for start in range(0, limit, self.batch_size)]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

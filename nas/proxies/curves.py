@@ -25,7 +25,7 @@ def fit_power_law(steps: Sequence[float], losses: Sequence[float]) -> tuple[floa
         return None
     best: tuple[float, float, float, float] | None = None
     for c in EXPONENTS:
-        xs = [t ** -c for t, _ in points]
+        xs = [t**-c for t, _ in points]
         ys = [y for _, y in points]
         n = len(xs)
         mean_x, mean_y = sum(xs) / n, sum(ys) / n
@@ -46,4 +46,4 @@ def predict_loss(steps: Sequence[float], losses: Sequence[float], at_step: float
     if fit is None:
         return None
     a, b, c = fit
-    return a + b * at_step ** -c
+    return a + b * at_step**-c

@@ -46,15 +46,21 @@ def lr_factor(step: int, total: int, warmup_fraction: float, min_ratio: float, s
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, hidden_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, hidden_lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """AdamW without decay on biases, norms and embeddings' 1-d params (the usual BERT/GPT grouping).
 
     ``hidden_lr_scale`` multiplies the rate of the hidden weight matrices (every matrix or kernel except the
     embedding tables): the width rule of muP for Adam (Yang et al., 2022, "Tensor Programs V"), so that one
     ``lr`` suits narrow and wide candidates alike. Each group keeps its multiplier as ``lr_scale``.
     """
-    embeddings = {id(p) for module in model.modules() if isinstance(module, torch.nn.Embedding) for p in module.parameters()}
-    hidden, tables, vectors = [], [], []
+    embeddings = {
+        id(p) for module in model.modules() if isinstance(module, torch.nn.Embedding) for p in module.parameters()
+    }
+    hidden: list[torch.nn.Parameter] = []
+    tables: list[torch.nn.Parameter] = []
+    vectors: list[torch.nn.Parameter] = []
     for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
@@ -62,9 +68,11 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, hidde
             vectors.append(parameter)
         else:
             (tables if id(parameter) in embeddings else hidden).append(parameter)
-    groups = [{"params": hidden, "weight_decay": weight_decay, "lr_scale": hidden_lr_scale},
-              {"params": tables, "weight_decay": weight_decay, "lr_scale": 1.0},
-              {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0}]
+    groups: list[dict[str, Any]] = [
+        {"params": hidden, "weight_decay": weight_decay, "lr_scale": hidden_lr_scale},
+        {"params": tables, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
     groups = [group for group in groups if group["params"]]
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
@@ -88,12 +96,50 @@ def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def autocast_for(device: torch.device):
+    """bfloat16 autocast on a GPU; full precision on the CPU (where bfloat16 matmuls are slow)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def train_step(
+    model: torch.nn.Module,
+    proxy: Proxy,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    lr: float,
+    grad_clip: float,
+    autocast: Any,
+    step: int,
+) -> torch.Tensor:
+    """One optimisation step, the same in a proxy run and in full pretraining: rate, forward, backward, clipping,
+    update. A non-finite loss stops before it reaches the weights (TrialFailure); returns the loss."""
+    model.train()
+    set_lr(optimizer, lr)
+    with autocast:
+        loss = proxy.loss(model, batch)
+    if not torch.isfinite(loss):
+        raise TrialFailure(f"training loss became {loss.item()} at step {step + 1}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
 def build_proxy(space: SearchSpace, data: PreparedData, candidate: Candidate) -> Proxy:
-    return get_proxy(space.task)(data, space.data_shape, candidate.hyperparameters, space.proxy.eval_batches, space.proxy.knn_k)
+    return get_proxy(space.task)(
+        data, space.data_shape, candidate.hyperparameters, space.proxy.eval_batches, space.proxy.knn_k
+    )
 
 
-def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, report: Callable[..., None],
-              seed: int, device: torch.device | None = None) -> dict[str, Any]:
+def run_proxy(
+    space: SearchSpace,
+    candidate: Candidate,
+    data: PreparedData,
+    report: Callable[..., None],
+    seed: int,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Train ``candidate`` briefly; returns the final metrics (also passed to ``report``).
 
     ``report(metrics)`` is called every ``eval_every`` steps; the last call is ``report(metrics, model=model)``
@@ -118,7 +164,7 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
     costs["flops"] = flops_per_sample(model, example)
     costs["latency_ms"] = inference_latency_ms(model, example)
     optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"], hidden_lr_scale(space, candidate.architecture))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    autocast = autocast_for(device)
     generator = torch.Generator().manual_seed(seed)
     curve = LossCurve(spec, hp["warmup_fraction"])
     train_seconds, samples = 0.0, 0
@@ -126,17 +172,9 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
     try:
         for step in range(spec.steps):
             step_start = time.perf_counter()
-            model.train()
-            set_lr(optimizer, hp["lr"] * lr_factor(step, spec.steps, hp["warmup_fraction"], spec.min_lr_ratio, spec.schedule))
+            lr = hp["lr"] * lr_factor(step, spec.steps, hp["warmup_fraction"], spec.min_lr_ratio, spec.schedule)
             batch = move(proxy.train_batch(generator), device)
-            with autocast:
-                loss = proxy.loss(model, batch)
-            if not torch.isfinite(loss):
-                raise TrialFailure(f"training loss became {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-            optimizer.step()
+            loss = train_step(model, proxy, optimizer, batch, lr, hp["grad_clip"], autocast, step)
             train_seconds += time.perf_counter() - step_start
             samples += proxy.batch_size
             done = step + 1
@@ -148,9 +186,16 @@ def run_proxy(space: SearchSpace, candidate: Candidate, data: PreparedData, repo
                 curve.add(done, val_loss)
                 memory, memory_kind = peak_memory_mb(device)
                 metrics = {
-                    "val_loss": val_loss, **curve.prediction(), "train_loss": float(loss.item()), "step": done, **costs,
-                    "throughput": samples / train_seconds, "peak_memory_mb": memory, "peak_memory_kind": memory_kind,
-                    "wall_time_s": time.perf_counter() - started, "completed": done == spec.steps,
+                    "val_loss": val_loss,
+                    **curve.prediction(),
+                    "train_loss": float(loss.item()),
+                    "step": done,
+                    **costs,
+                    "throughput": samples / train_seconds,
+                    "peak_memory_mb": memory,
+                    "peak_memory_kind": memory_kind,
+                    "wall_time_s": time.perf_counter() - started,
+                    "completed": done == spec.steps,
                 }
                 if done == spec.steps:
                     metrics["val_curve"] = curve.points
@@ -192,7 +237,9 @@ class LossCurve:
         if self.spec.predict == "none":
             return {}
         fitted = [(step, loss) for step, loss in self.points if step > self.first_step]
-        predicted = predict_loss([s for s, _ in fitted], [v for _, v in fitted], self.spec.steps * self.spec.predict_factor)
+        predicted = predict_loss(
+            [s for s, _ in fitted], [v for _, v in fitted], self.spec.steps * self.spec.predict_factor
+        )
         # Until there are enough points to fit, the last loss stands in (every trial is at the same step then).
         return {"predicted_loss": predicted if predicted is not None else self.points[-1][1]}
 

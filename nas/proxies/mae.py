@@ -6,6 +6,8 @@ noise drawn from the study seed gives every trial (of a given patch size) the sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from nas.proxies.base import Proxy, unwrap
@@ -15,15 +17,20 @@ class MaskedAutoencoding(Proxy):
     task = "mae"
 
     def num_patches(self, model) -> int:
-        config = unwrap(model).config
+        config: Any = unwrap(model).config  # the transformers config (nn.Module types attributes as Tensor | Module)
         return (config.image_size // config.patch_size) ** 2
 
     def train_batch(self, generator):
-        return {"pixel_values": self.sample_rows(self.data.train, generator), "noise_seed": torch.randint(0, 2**31 - 1, (1,), generator=generator)}
+        return {
+            "pixel_values": self.sample_rows(self.data.train, generator),
+            "noise_seed": torch.randint(0, 2**31 - 1, (1,), generator=generator),
+        }
 
     def validation_batches(self, study_seed):
-        return [{"pixel_values": rows, "noise_seed": torch.tensor([study_seed * 10_007 + index])}
-                for index, rows in enumerate(self.fixed_rows())]
+        return [
+            {"pixel_values": rows, "noise_seed": torch.tensor([study_seed * 10_007 + index])}
+            for index, rows in enumerate(self.fixed_rows())
+        ]
 
     def loss(self, model, batch):
         pixels = batch["pixel_values"]

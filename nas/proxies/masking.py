@@ -10,7 +10,9 @@ from nas.models.transformer import MASK_ID
 FIRST_ORDINARY_TOKEN = 5  # ids below are [PAD] [UNK] [CLS] [SEP] [MASK]
 
 
-def mask_tokens(ids: torch.Tensor, mask_prob: float, vocab_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def mask_tokens(
+    ids: torch.Tensor, mask_prob: float, vocab_size: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
     inputs = ids.clone()
     labels = ids.clone()
     candidates = ids >= FIRST_ORDINARY_TOKEN

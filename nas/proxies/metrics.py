@@ -50,8 +50,13 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 
 
 @torch.no_grad()
-def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, val_features: torch.Tensor,
-                 val_labels: torch.Tensor, k: int) -> float:
+def knn_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_features: torch.Tensor,
+    val_labels: torch.Tensor,
+    k: int,
+) -> float:
     """Cosine-similarity kNN probe with similarity-weighted votes (Wu et al., 2018; as in DINO's eval)."""
     train_features = F.normalize(train_features.float(), dim=1)
     val_features = F.normalize(val_features.float(), dim=1)
@@ -64,6 +69,10 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
     return float((votes.argmax(dim=1) == val_labels.to(votes.device)).float().mean())
 
 
-def encode(proxy: Any, model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    chunks = [proxy.features(model, images[i:i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)]
+def encode(
+    proxy: Any, model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    chunks = [
+        proxy.features(model, images[i : i + batch_size].to(device)) for i in range(0, images.shape[0], batch_size)
+    ]
     return torch.cat(chunks)

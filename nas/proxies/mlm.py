@@ -12,7 +12,9 @@ class MaskedLanguageModelling(Proxy):
     task = "mlm"
 
     def train_batch(self, generator):
-        return mask_tokens(self.sample_rows(self.data.train, generator), self.hp["mask_prob"], self.shape.vocab_size, generator)
+        return mask_tokens(
+            self.sample_rows(self.data.train, generator), self.hp["mask_prob"], self.shape.vocab_size, generator
+        )
 
     def validation_batches(self, study_seed):
         generator = torch.Generator().manual_seed(study_seed)

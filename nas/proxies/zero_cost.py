@@ -39,5 +39,8 @@ def zero_cost_scores(model: torch.nn.Module, proxy: Any, batch: dict[str, torch.
             continue
         grad_norm += float(grad.float().norm())
         snip += float((parameter.detach() * grad).abs().sum())
-    return {"zero_cost_grad_norm": grad_norm, "zero_cost_snip": snip,
-            "zero_cost_ms": (time.perf_counter() - started) * 1000}
+    return {
+        "zero_cost_grad_norm": grad_norm,
+        "zero_cost_snip": snip,
+        "zero_cost_ms": (time.perf_counter() - started) * 1000,
+    }

@@ -77,7 +77,18 @@ class Expression:
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
 
-    def _compile(self, node: ast.AST) -> Node:  # noqa: C901 - one branch per node type is the clearest form
+    # An expression is its text: equal texts are equal expressions, and it pickles (to Ray workers, inside a
+    # SearchSpace) as its text, compiled again on arrival (the compiled closures themselves do not pickle).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Expression) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return Expression, (self.text,)
+
+    def _compile(self, node: ast.AST) -> Node:
         if isinstance(node, ast.Constant):
             if not isinstance(node.value, (int, float, str, bool)):
                 raise ExpressionError(f"literal {node.value!r} is not allowed")
@@ -113,9 +124,9 @@ class Expression:
             left, right = self._compile(node.left), self._compile(node.right)
             if isinstance(node.op, ast.Pow):
                 return lambda env: _bounded_power(left(env), right(env))
-            op = _BINARY.get(type(node.op))
-            if op is not None:
-                return lambda env: op(left(env), right(env))
+            binary_op = _BINARY.get(type(node.op))
+            if binary_op is not None:
+                return lambda env: binary_op(left(env), right(env))
         if isinstance(node, ast.Compare):
             first = self._compile(node.left)
             ops = []

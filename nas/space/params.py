@@ -12,7 +12,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 DISTRIBUTION_KEYS = {"int", "float", "choice"}
 OPTION_KEYS = {"log", "step"}
@@ -20,7 +20,9 @@ OPTION_KEYS = {"log", "step"}
 
 class Trial(Protocol):
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
     def suggest_categorical(self, name: str, choices: Any) -> Any: ...
 
 
@@ -187,7 +189,9 @@ def parse_param(node: Any, path: str, errors: list[tuple[str, str]]) -> Param | 
             errors.append((f"{path}.choice", "choice needs a non-empty list of options"))
             return None
         if any(isinstance(o, (dict, list)) for o in options):
-            errors.append((f"{path}.choice", "choice options must be scalars (use a conditional mapping for sub-spaces)"))
+            errors.append(
+                (f"{path}.choice", "choice options must be scalars (use a conditional mapping for sub-spaces)")
+            )
             return None
         if len(set(map(repr, options))) != len(options):
             errors.append((f"{path}.choice", "choice options must be distinct"))
@@ -200,7 +204,9 @@ def parse_param(node: Any, path: str, errors: list[tuple[str, str]]) -> Param | 
         or len(bounds) != 2
         or not all(isinstance(b, number) and not isinstance(b, bool) for b in bounds)
     ):
-        errors.append((f"{path}.{kind}", f"{kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}"))
+        errors.append(
+            (f"{path}.{kind}", f"{kind} needs [low, high] as two {'integers' if kind == 'int' else 'numbers'}")
+        )
         return None
     low, high = bounds
     if low > high:
@@ -221,7 +227,8 @@ def parse_param(node: Any, path: str, errors: list[tuple[str, str]]) -> Param | 
         errors.append((f"{path}.step", "step and log cannot be combined (Optuna does not support it)"))
         return None
     if kind == "int":
-        return IntRange(low, high, step=step or 1, log=log)
+        # For kind == "int" the isinstance check above only admits int steps.
+        return IntRange(low, high, step=cast(int, step) or 1, log=log)
     return FloatRange(float(low), float(high), log=log, step=step)
 
 
@@ -236,8 +243,13 @@ def _parse_conditional(node: dict, path: str, errors: list[tuple[str, str]]) -> 
             branches[option] = {}
             continue
         if not isinstance(sub, dict):
-            errors.append((sub_path, "a conditional option maps to its sub-space (a mapping) or null; "
-                           "for a distribution use int/float/choice"))
+            errors.append(
+                (
+                    sub_path,
+                    "a conditional option maps to its sub-space (a mapping) or null; "
+                    "for a distribution use int/float/choice",
+                )
+            )
             continue
         branch: dict[str, Param] = {}
         for key, value in sub.items():

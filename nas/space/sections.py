@@ -9,8 +9,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,29 @@ SCHEDULES = ("cosine", "constant")
 LR_SCALINGS = ("none", "width")
 PREDICTORS = ("none", "power_law")
 
-# Keys of ``hyperparameters`` that a trial may search; each overrides the ProxySpec field of the same name.
-SEARCHABLE_HYPERPARAMETERS = ("lr", "weight_decay", "warmup_fraction", "grad_clip", "batch_size", "temperature", "mask_prob")
+# Keys of ``hyperparameters`` that a trial may search, with the smallest value each may take; each overrides the
+# ProxySpec field of the same name (its type and default).
+HYPERPARAMETER_MINIMUMS = {
+    "lr": 0.0,
+    "weight_decay": 0.0,
+    "warmup_fraction": 0.0,
+    "grad_clip": 0.0,
+    "batch_size": 1,
+    "temperature": 1.0e-6,
+    "mask_prob": 0.0,
+}
+SEARCHABLE_HYPERPARAMETERS = tuple(HYPERPARAMETER_MINIMUMS)
 
-T = TypeVar("T")
+
+def full_hyperparameters(proxy: ProxySpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every searchable hyperparameter of a trial: the value it was given, else the proxy's fixed one, typed as
+    the proxy's field. A trial, an export's recipe and full pretraining all train with this one dict."""
+    return {
+        name: type(getattr(proxy, name))(given.get(name, getattr(proxy, name))) for name in SEARCHABLE_HYPERPARAMETERS
+    }
+
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def parse_section(cls: type[T], node: Any, path: str, errors: list[tuple[str, str]]) -> T | None:
@@ -121,8 +144,13 @@ def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
     return None, f"expected {names}, got {value!r}"
 
 
-def check_ranges(data: DataSpec | None, proxy: ProxySpec | None, search: SearchSpec | None,
-                 resources: ResourcesSpec | None, errors: list[tuple[str, str]]) -> None:
+def check_ranges(
+    data: DataSpec | None,
+    proxy: ProxySpec | None,
+    search: SearchSpec | None,
+    resources: ResourcesSpec | None,
+    errors: list[tuple[str, str]],
+) -> None:
     """Bounds no type can express; each names its YAML path."""
 
     def need(ok: bool, path: str, message: str) -> None:
@@ -160,5 +188,8 @@ def check_ranges(data: DataSpec | None, proxy: ProxySpec | None, search: SearchS
     if resources:
         need(resources.cpu > 0, "resources_per_trial.cpu", "must be positive")
         need(resources.gpu >= 0, "resources_per_trial.gpu", "must be 0 or more")
-        need(resources.gpu <= 1 or resources.gpu == int(resources.gpu), "resources_per_trial.gpu",
-             "fractions are for sharing one GPU; above 1 give a whole number")
+        need(
+            resources.gpu <= 1 or resources.gpu == int(resources.gpu),
+            "resources_per_trial.gpu",
+            "fractions are for sharing one GPU; above 1 give a whole number",
+        )

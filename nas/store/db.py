@@ -1,4 +1,5 @@
-"""Engines, sessions and migrations for the one database of record (``NAS_DATABASE_URL``)."""
+"""Engines, sessions and migrations for the one database of record (``NAS_DATABASE_URL``): the service's tables
+through :func:`get_engine`, Optuna's through :func:`optuna_storage`, both with the options of :func:`engine_options`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,11 +23,17 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def engine_options(url: str) -> dict[str, Any]:
+    """``create_engine`` options for ``url``: SQLite waits up to 30 s for a lock (the search writes while the API
+    and dashboard read); a server database checks pooled connections before use (it may have restarted)."""
+    return {"connect_args": {"timeout": 30}} if normalise_url(url).startswith("sqlite") else {"pool_pre_ping": True}
+
+
 @lru_cache(maxsize=16)
 def get_engine(url: str) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, **engine_options(url))
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record):  # WAL lets readers (API, dashboard) run beside the writer
@@ -35,7 +43,15 @@ def get_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, **engine_options(url))
+
+
+@lru_cache(maxsize=16)
+def optuna_storage(url: str):
+    """One Optuna ``RDBStorage`` per database URL and process (it is thread-safe, and each one holds a pool)."""
+    import optuna
+
+    return optuna.storages.RDBStorage(normalise_url(url), engine_kwargs=engine_options(url))
 
 
 @lru_cache(maxsize=16)
@@ -63,11 +79,9 @@ def upgrade(url: str) -> None:
     Optuna's come first because a migration indexes one of them (0003).
     """
     from alembic import command
-
-    from nas.controller.run import optuna_storage
+    from alembic.config import Config
 
     optuna_storage(url)
-    from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -7,9 +7,6 @@ from datetime import datetime, timezone
 from sqlalchemy import Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-STUDY_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
-
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -1,41 +1,70 @@
-"""Study rows: create, move through their statuses, read back."""
+"""Study rows: create, move through their statuses, read back. The schema is brought up to date once at start-up
+(``nas.store.db.upgrade``: serve, worker and every CLI command that opens the database), never here."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from nas.errors import UserError
 from nas.space.spec import SearchSpace
-from nas.store.db import session_scope, upgrade
+from nas.store.db import session_scope
 from nas.store.models import Study, utcnow
+from nas.store.trials import FINAL_STATUSES
 
 
-class StudyExists(ValueError):
+class StudyExists(UserError, ValueError):
     pass
 
 
-class StudyNotFound(LookupError):
+class StudyNotFound(UserError, LookupError):
     pass
 
 
-def create_study_row(url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None) -> Study:
-    upgrade(url)
+def create_study_row(
+    url: str, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None
+) -> Study:
     with session_scope(url) as session:
-        if session.scalar(select(Study).where(Study.name == name)) is not None:
-            raise StudyExists(f"a study named {name!r} already exists; pick another --study-name")
-        row = new_study_row(name, space, status, owner)
-        session.add(row)
-        session.flush()
-        return row
+        return add_study_row(session, name, space, status, owner)
 
 
-def new_study_row(name: str, space: SearchSpace, status: str = "queued", owner: str | None = None, kind: str = "search",
-                  parent_id: int | None = None, audit_plan: str | None = None) -> Study:
+def add_study_row(session, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None) -> Study:
+    """Insert a new study row in ``session`` (the CLI's own session, or an API request's); StudyExists if taken."""
+    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+        raise StudyExists(f"a study named {name!r} already exists; choose another name")
+    row = new_study_row(name, space, status, owner)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def new_study_row(
+    name: str,
+    space: SearchSpace,
+    status: str = "queued",
+    owner: str | None = None,
+    kind: str = "search",
+    parent_id: int | None = None,
+    audit_plan: str | None = None,
+) -> Study:
     """A study row for ``space`` (not yet added to a session): the one constructor for the CLI and the API."""
     now = utcnow()
-    return Study(name=name, space_name=space.name, family=space.family, task=space.task, spec=space.to_yaml(),
-                 trials=space.search.trials, status=status, owner=owner, created_at=now,
-                 started_at=now if status == "running" else None, attempts=0, cancel_requested=False, kind=kind,
-                 parent_id=parent_id, audit_plan=audit_plan)
+    return Study(
+        name=name,
+        space_name=space.name,
+        family=space.family,
+        task=space.task,
+        spec=space.to_yaml(),
+        trials=space.search.trials,
+        status=status,
+        owner=owner,
+        created_at=now,
+        started_at=now if status == "running" else None,
+        attempts=0,
+        cancel_requested=False,
+        kind=kind,
+        parent_id=parent_id,
+        audit_plan=audit_plan,
+    )
 
 
 def set_status(url: str, name: str, status: str, error: str | None = None) -> None:
@@ -47,12 +76,11 @@ def set_status(url: str, name: str, status: str, error: str | None = None) -> No
         row.error = error
         if status == "running" and row.started_at is None:
             row.started_at = utcnow()
-        if status in ("succeeded", "failed", "cancelled", "interrupted"):
+        if status in FINAL_STATUSES:
             row.finished_at = utcnow()
 
 
 def get_study_row(url: str, name: str) -> Study:
-    upgrade(url)
     with session_scope(url) as session:
         row = session.scalar(select(Study).where(Study.name == name))
         if row is None:
@@ -61,7 +89,6 @@ def get_study_row(url: str, name: str) -> Study:
 
 
 def list_study_rows(url: str) -> list[Study]:
-    upgrade(url)
     with session_scope(url) as session:
         return list(session.scalars(select(Study).order_by(Study.created_at.desc())))
 

@@ -34,9 +34,13 @@ def create_app(settings: Settings | None = None, mount_dashboard: bool = True) -
 
         get_engine(settings.database_url).dispose()
 
-    app = FastAPI(title="ssl-nas", version=__version__, lifespan=lifespan,
-                  description="Neural architecture search for self-supervised backbones: submit searches, follow "
-                              "their trials, read the best architectures. Authenticate with a bearer token.")
+    app = FastAPI(
+        title="ssl-nas",
+        version=__version__,
+        lifespan=lifespan,
+        description="Neural architecture search for self-supervised backbones: submit searches, follow "
+        "their trials, read the best architectures. Authenticate with a bearer token.",
+    )
     app.state.settings = settings
     app.state.latency = health.LatencyHistogram()
     app.middleware("http")(health.timed(app.state.latency))
@@ -64,16 +68,23 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"path": ".".join(str(p) for p in error.get("loc", ())), "message": error.get("msg", "")}
-                  for error in exc.errors()]
+        errors = [
+            {"path": ".".join(str(p) for p in error.get("loc", ())), "message": error.get("msg", "")}
+            for error in exc.errors()
+        ]
         summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
         return JSONResponse({"detail": f"invalid request: {summary}", "errors": errors}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the request changed nothing it "
-                                       "could not finish, see the server log"}, status_code=500)
+        return JSONResponse(
+            {
+                "detail": f"internal error ({type(exc).__name__}); the request changed nothing it "
+                "could not finish, see the server log"
+            },
+            status_code=500,
+        )
 
 
 def _allowed_methods(request: Request) -> str | None:
@@ -115,7 +126,7 @@ def _document_validation_errors(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
@@ -132,5 +143,11 @@ def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
         with session_scope(settings.database_url) as session:
             return set(session.scalars(select(Study.name).where(Study.owner == principal.name)))
 
-    app.mount("/dashboard", build_dashboard_app(settings.database_url, lambda token: resolve_token(settings.database_url, token),
-                                                visible_study_names))
+    app.mount(
+        "/dashboard",
+        build_dashboard_app(
+            settings.database_url,
+            lambda token: resolve_token(settings.database_url, token, settings.admin_token),
+            visible_study_names,
+        ),
+    )

@@ -5,16 +5,25 @@ from __future__ import annotations
 import math
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal, cast
 
 import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nas.space import SearchSpace, SpaceError, apply_overrides, list_shipped_spaces, load_space, load_space_text, parse_space
+from nas.space import (
+    SearchSpace,
+    SpaceError,
+    apply_overrides,
+    list_shipped_spaces,
+    load_space,
+    load_space_text,
+    parse_space,
+)
 from nas.space.shipped import spaces_dir
 from nas.store.models import Study, utcnow
-from nas.store.studies import new_study_row
+from nas.store.studies import StudyExists, add_study_row
+from nas.store.trials import StudyStatus
 from services.api import queries
 from services.api.schemas import AuditCreate, AuditPublic, BestPublic, SpaceSummary, StudyCreate, StudyPublic
 from services.auth import Principal
@@ -36,29 +45,36 @@ def space_from_request(body: StudyCreate, max_trials: int) -> SearchSpace:
             raise SpaceError([("space", f"no shipped space named {body.space!r}; shipped: {known}")], body.space)
         space = load_space(path, overrides)
     else:
+        assert body.space_yaml is not None  # StudyCreate's validator requires exactly one of space, space_yaml
         space = load_space_text(body.space_yaml, overrides)
     if space.search.trials > max_trials:
-        raise SpaceError([("search.trials", f"{space.search.trials} trials is over this service's limit of {max_trials}")])
+        raise SpaceError(
+            [("search.trials", f"{space.search.trials} trials is over this service's limit of {max_trials}")]
+        )
     return space
 
 
 def summary(space: SearchSpace) -> SpaceSummary:
     arch = math.prod(p.size() for p in space.architecture.values())
     size = "continuous" if math.isinf(arch) else f"{arch:.0f} architectures"
-    return SpaceSummary(name=space.name, family=space.family, task=space.task, description=space.description,
-                        trials=space.search.trials, objectives=list(space.objectives), size=size)
+    return SpaceSummary(
+        name=space.name,
+        family=space.family,
+        task=space.task,
+        description=space.description,
+        trials=space.search.trials,
+        objectives=list(space.objectives),
+        size=size,
+    )
 
 
 def create_study(session: Session, body: StudyCreate, space: SearchSpace, owner: str) -> Study:
     from nas.controller.run import default_study_name
 
-    name = body.name or default_study_name(space)
-    if session.scalar(select(Study.id).where(Study.name == name)) is not None:
-        raise Conflict(f"a study named {name!r} already exists; choose another name")
-    row = new_study_row(name, space, status="queued", owner=owner)
-    session.add(row)
-    session.flush()
-    return row
+    try:
+        return add_study_row(session, body.name or default_study_name(space), space, status="queued", owner=owner)
+    except StudyExists as error:
+        raise Conflict(str(error)) from None
 
 
 def create_audit(session: Session, url: str, parent: Study, body: AuditCreate) -> Study:
@@ -82,6 +98,7 @@ def audit_public(session: Session, url: str, row: Study) -> AuditPublic:
 
     from nas.audit.run import AuditError, AuditPlan, audit_report
 
+    assert row.audit_plan is not None  # every audit row is created with its plan
     plan = AuditPlan.from_json(row.audit_plan)
     if row.audit_result:
         result = json.loads(row.audit_result)
@@ -90,21 +107,30 @@ def audit_public(session: Session, url: str, row: Study) -> AuditPublic:
             result = audit_report(url, row.name, plan)
         except AuditError:
             result = None
-    return AuditPublic(study=study_public(session, row), top=plan.top, random=plan.random, factor=plan.factor,
-                       trials=plan.trials, result=result)
+    return AuditPublic(
+        study=study_public(session, row),
+        top=plan.top,
+        random=plan.random,
+        factor=plan.factor,
+        trials=plan.trials,
+        result=result,
+    )
 
 
 def visible(principal: Principal):
     return True if principal.is_admin else Study.owner == principal.name
 
 
-def list_studies(session: Session, principal: Principal, status: str | None, limit: int, offset: int) -> tuple[list[Study], int]:
+def list_studies(
+    session: Session, principal: Principal, status: str | None, limit: int, offset: int
+) -> tuple[list[Study], int]:
     where = [visible(principal)]
     if status:
         where.append(Study.status == status)
     total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
-    rows = session.scalars(select(Study).where(*where).order_by(Study.created_at.desc(), Study.id.desc())
-                           .limit(limit).offset(offset)).all()
+    rows = session.scalars(
+        select(Study).where(*where).order_by(Study.created_at.desc(), Study.id.desc()).limit(limit).offset(offset)
+    ).all()
     return list(rows), total
 
 
@@ -135,11 +161,25 @@ def study_public(session: Session, row: Study) -> StudyPublic:
         ids = queries.best_trial_ids(session, study_id, queries.directions(session, study_id))
         best_trials = queries.load_trials(session, ids[:1])
         best = best_trials[0] if best_trials else None
-    return StudyPublic(id=row.id, name=row.name, space_name=row.space_name, family=row.family, task=row.task,
-                       status=row.status, owner=row.owner, counts=counts, best=best, objectives=objectives_of(row),
-                       created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-                       error=row.error, cancel_requested=bool(row.cancel_requested), kind=row.kind,
-                       parent_id=row.parent_id)
+    return StudyPublic(
+        id=row.id,
+        name=row.name,
+        space_name=row.space_name,
+        family=row.family,
+        task=row.task,
+        status=cast(StudyStatus, row.status),  # only StudyStatus values are ever written
+        owner=row.owner,
+        counts=counts,
+        best=best,
+        objectives=objectives_of(row),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        cancel_requested=bool(row.cancel_requested),
+        kind=cast(Literal["search", "audit"], row.kind),  # only these two kinds are ever written
+        parent_id=row.parent_id,
+    )
 
 
 def best_public(session: Session, row: Study) -> BestPublic:
@@ -149,9 +189,11 @@ def best_public(session: Session, row: Study) -> BestPublic:
         return BestPublic(multi_objective=len(objectives) > 1, objectives=objectives, directions=[], trials=[])
     study_directions = queries.directions(session, study_id)
     ids = queries.best_trial_ids(session, study_id, study_directions)
-    trials = sorted(queries.load_trials(session, ids), key=lambda t: (t.values or [math.inf])[0])
-    return BestPublic(multi_objective=len(study_directions) > 1, objectives=objectives, directions=study_directions,
-                      trials=trials)
+    # The best trials are COMPLETE, so their objective values are all numbers.
+    trials = sorted(queries.load_trials(session, ids), key=lambda t: cast(float, (t.values or [math.inf])[0]))
+    return BestPublic(
+        multi_objective=len(study_directions) > 1, objectives=objectives, directions=study_directions, trials=trials
+    )
 
 
 def cancel(row: Study) -> None:

@@ -31,12 +31,19 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    principal = resolve_token(settings.database_url, credentials.credentials if credentials else None)
+def get_principal(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    principal = resolve_token(
+        settings.database_url, credentials.credentials if credentials else None, settings.admin_token
+    )
     if principal is None:
-        raise HTTPException(status_code=401, detail="a valid bearer token is required (Authorization: Bearer <token>); "
-                                                    "create one with `nas tokens create --name NAME`",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401,
+            detail="a valid bearer token is required (Authorization: Bearer <token>); "
+            "create one with `nas tokens create --name NAME`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return principal
 
 

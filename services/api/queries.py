@@ -11,7 +11,7 @@ from collections import OrderedDict, defaultdict
 from datetime import datetime, timezone
 from functools import lru_cache
 from threading import Lock
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from optuna.distributions import json_to_distribution
@@ -25,17 +25,22 @@ from optuna.storages._rdb.models import (
 )
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from sqlalchemy import Integer, String, and_, any_, bindparam, func, or_, select
+from sqlalchemy import Engine, Integer, String, and_, any_, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from nas.store.trials import (
+    ARCHITECTURE,
+    HYPERPARAMETERS,
+    MARK_KEYS,
+    MARK_STATES,
+    SHOWN_ATTRS,
+    SHOWN_METRICS,
+    counts_from_totals,
+    finished,
+)
 from services.api.schemas import TrialCounts, TrialPublic
 
-METRIC_KEYS = ("val_loss", "predicted_loss", "train_loss", "step", "params", "non_embedding_params", "flops", "latency_ms",
-               "throughput", "peak_memory_mb", "peak_memory_kind", "wall_time_s", "knn_accuracy", "zero_cost_grad_norm",
-               "zero_cost_snip", "zero_cost_ms", "fail_reason", "infeasible", "lost")
-SHOWN_ATTRS = ("architecture", "hyperparameters", *METRIC_KEYS)  # the user attributes a TrialPublic shows
-MARK_KEYS = ("infeasible", "lost")  # what the partial index of migration 0003 holds
 MARKS_INDEX = "ix_nas_trial_user_attributes_marked"
 
 
@@ -49,39 +54,50 @@ def optuna_study_id(session: Session, name: str) -> int | None:
 
 
 def directions(session: Session, study_id: int) -> list[str]:
-    rows = session.execute(select(StudyDirectionModel.direction).where(StudyDirectionModel.study_id == study_id)
-                           .order_by(StudyDirectionModel.objective)).scalars().all()
+    rows = (
+        session.execute(
+            select(StudyDirectionModel.direction)
+            .where(StudyDirectionModel.study_id == study_id)
+            .order_by(StudyDirectionModel.objective)
+        )
+        .scalars()
+        .all()
+    )
     return ["maximize" if d == StudyDirection.MAXIMIZE else "minimize" for d in rows]
 
 
 def trial_counts(session: Session, study_id: int | None, budget: int) -> TrialCounts:
-    counts = TrialCounts(budget=budget)
     if study_id is None:
-        return counts
-    by_state = dict(session.execute(select(TrialModel.state, func.count()).where(TrialModel.study_id == study_id)
-                                    .group_by(TrialModel.state)).all())
+        return TrialCounts(budget=budget)
+    by_state = {
+        state.name: count
+        for state, count in session.execute(
+            select(TrialModel.state, func.count()).where(TrialModel.study_id == study_id).group_by(TrialModel.state)
+        )
+    }
     marked = dict(session.execute(_marked_query(session, study_id)).all())
-    infeasible, lost = marked.get("infeasible", 0), marked.get("lost", 0)
-    counts.complete = by_state.get(TrialState.COMPLETE, 0)
-    counts.pruned = by_state.get(TrialState.PRUNED, 0) - infeasible
-    counts.failed = by_state.get(TrialState.FAIL, 0) - lost
-    counts.lost = lost
-    counts.running = by_state.get(TrialState.RUNNING, 0)
-    counts.infeasible = infeasible
-    counts.finished = counts.complete + counts.pruned + counts.failed
-    return counts
+    totals = counts_from_totals(by_state, marked)
+    return TrialCounts(budget=budget, finished=finished(totals), **totals)
 
 
 def _marked_query(session: Session, study_id: int):
-    """(key, count) of the study's infeasible (PRUNED) and lost (FAIL) trials. Only PRUNED trials can be
-    infeasible and only FAIL trials lost (the searcher marks them so), so each key is matched to its state.
+    """(key, count) of the study's marked trials, each mark matched to its state (nas.store.trials.MARK_STATES).
     Migration 0003's partial index keeps this to the marked attributes (~1 ms for 10,000 trials)."""
-    return (select(TrialUserAttributeModel.key, func.count())
-            .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
-            .where(TrialModel.study_id == study_id, TrialUserAttributeModel.key.in_(MARK_KEYS),
-                   or_(and_(TrialModel.state == TrialState.PRUNED, TrialUserAttributeModel.key == "infeasible"),
-                       and_(TrialModel.state == TrialState.FAIL, TrialUserAttributeModel.key == "lost")))
-            .group_by(TrialUserAttributeModel.key))
+    return (
+        select(TrialUserAttributeModel.key, func.count())
+        .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
+        .where(
+            TrialModel.study_id == study_id,
+            TrialUserAttributeModel.key.in_(MARK_KEYS),
+            or_(
+                *(
+                    and_(TrialModel.state == TrialState[state], TrialUserAttributeModel.key == key)
+                    for key, state in MARK_STATES.items()
+                )
+            ),
+        )
+        .group_by(TrialUserAttributeModel.key)
+    )
 
 
 def _objective_zero():
@@ -100,11 +116,17 @@ _BEST_LOCK = Lock()
 def best_trial_ids(session: Session, study_id: int, study_directions: list[str]) -> list[int]:
     """The single best COMPLETE trial (ORDER BY value LIMIT 1), or the Pareto front's trials."""
     complete = and_(TrialModel.study_id == study_id, TrialModel.state == TrialState.COMPLETE)
-    stamp = tuple(session.execute(select(func.count(), func.max(TrialModel.trial_id),
-                                         func.max(TrialModel._datetime_complete_utc)).where(complete)).one())
+    stamp = tuple(
+        session.execute(
+            select(func.count(), func.max(TrialModel.trial_id), func.max(TrialModel._datetime_complete_utc)).where(
+                complete
+            )
+        ).one()
+    )
     if not stamp[0]:
         return []
-    key = (str(session.get_bind().url), study_id, tuple(study_directions), *stamp)
+    # Sessions are bound to an Engine (session_scope), never to a Connection.
+    key = (str(cast(Engine, session.get_bind()).url), study_id, tuple(study_directions), *stamp)
     with _BEST_LOCK:
         if key in _BEST_CACHE:
             _BEST_CACHE.move_to_end(key)
@@ -121,11 +143,19 @@ def _best_trial_ids(session: Session, complete, study_directions: list[str]) -> 
     if len(study_directions) == 1:
         v0 = _objective_zero()
         order = v0.c.value.desc() if study_directions[0] == "maximize" else v0.c.value.asc()
-        best = session.scalar(select(TrialModel.trial_id).join(v0, and_(v0.c.trial_id == TrialModel.trial_id, v0.c.objective == 0))
-                              .where(complete, v0.c.value.is_not(None)).order_by(order, TrialModel.number).limit(1))
+        best = session.scalar(
+            select(TrialModel.trial_id)
+            .join(v0, and_(v0.c.trial_id == TrialModel.trial_id, v0.c.objective == 0))
+            .where(complete, v0.c.value.is_not(None))
+            .order_by(order, TrialModel.number)
+            .limit(1)
+        )
         return [best] if best is not None else []
-    rows = session.execute(select(TrialValueModel.trial_id, TrialValueModel.objective, TrialValueModel.value)
-                           .join(TrialModel, TrialModel.trial_id == TrialValueModel.trial_id).where(complete)).all()
+    rows = session.execute(
+        select(TrialValueModel.trial_id, TrialValueModel.objective, TrialValueModel.value)
+        .join(TrialModel, TrialModel.trial_id == TrialValueModel.trial_id)
+        .where(complete)
+    ).all()
     values: dict[int, list[float]] = defaultdict(lambda: [np.nan] * len(study_directions))
     for trial_id, objective, value in rows:
         values[trial_id][objective] = value if value is not None else np.nan
@@ -151,8 +181,9 @@ def _pareto_mask(loss: np.ndarray) -> np.ndarray:
     return mask
 
 
-def trials_page(session: Session, study_id: int, states: list[str] | None, sort: str, descending: bool,
-                limit: int, offset: int) -> tuple[list[TrialPublic], int]:
+def trials_page(
+    session: Session, study_id: int, states: list[str] | None, sort: str, descending: bool, limit: int, offset: int
+) -> tuple[list[TrialPublic], int]:
     where = [TrialModel.study_id == study_id]
     if states:
         where.append(TrialModel.state.in_([TrialState[s] for s in states]))
@@ -189,24 +220,38 @@ def load_trials(session: Session, trial_ids: list[int]) -> list[TrialPublic]:
     if not trial_ids:
         return []
     trial = TrialModel.__table__.c
-    trials = {row.trial_id: row for row in session.execute(
-        select(trial.trial_id, trial.number, trial.state, trial.datetime_start, trial.datetime_complete)
-        .where(_among(trial.trial_id, trial_ids, session)))}
+    trials = {
+        row.trial_id: row
+        for row in session.execute(
+            select(trial.trial_id, trial.number, trial.state, trial.datetime_start, trial.datetime_complete).where(
+                _among(trial.trial_id, trial_ids, session)
+            )
+        )
+    }
     values: dict[int, dict[int, float | None]] = defaultdict(dict)
     for trial_id, objective, value in session.execute(
-            select(TrialValueModel.trial_id, TrialValueModel.objective, TrialValueModel.value)
-            .where(_among(TrialValueModel.trial_id, trial_ids, session))):
+        select(TrialValueModel.trial_id, TrialValueModel.objective, TrialValueModel.value).where(
+            _among(TrialValueModel.trial_id, trial_ids, session)
+        )
+    ):
         values[trial_id][objective] = value
     params: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, name, value, distribution in session.execute(
-            select(TrialParamModel.trial_id, TrialParamModel.param_name, TrialParamModel.param_value,
-                   TrialParamModel.distribution_json).where(_among(TrialParamModel.trial_id, trial_ids, session))):
+        select(
+            TrialParamModel.trial_id,
+            TrialParamModel.param_name,
+            TrialParamModel.param_value,
+            TrialParamModel.distribution_json,
+        ).where(_among(TrialParamModel.trial_id, trial_ids, session))
+    ):
         params[trial_id][name] = _distribution(distribution).to_external_repr(value)
     attrs: dict[int, dict[str, Any]] = defaultdict(dict)
     for trial_id, key, value_json in session.execute(
-            select(TrialUserAttributeModel.trial_id, TrialUserAttributeModel.key, TrialUserAttributeModel.value_json)
-            .where(_among(TrialUserAttributeModel.trial_id, trial_ids, session),
-                   _among(TrialUserAttributeModel.key, SHOWN_ATTRS, session, String))):
+        select(TrialUserAttributeModel.trial_id, TrialUserAttributeModel.key, TrialUserAttributeModel.value_json).where(
+            _among(TrialUserAttributeModel.trial_id, trial_ids, session),
+            _among(TrialUserAttributeModel.key, SHOWN_ATTRS, session, String),
+        )
+    ):
         attrs[trial_id][key] = json.loads(value_json)
     result = []
     for trial_id in trial_ids:
@@ -215,11 +260,17 @@ def load_trials(session: Session, trial_ids: list[int]) -> list[TrialPublic]:
             continue
         user = attrs[trial_id]
         trial_values = values.get(trial_id)
-        result.append(TrialPublic(
-            number=row.number, state=row.state.name,
-            values=[trial_values[k] for k in sorted(trial_values)] if trial_values else None,
-            params=params[trial_id], architecture=user.get("architecture"), hyperparameters=user.get("hyperparameters"),
-            metrics={k: user[k] for k in METRIC_KEYS if k in user},
-            started_at=_utc(row.datetime_start), finished_at=_utc(row.datetime_complete),
-        ))
+        result.append(
+            TrialPublic(
+                number=row.number,
+                state=row.state.name,
+                values=[trial_values[k] for k in sorted(trial_values)] if trial_values else None,
+                params=params[trial_id],
+                architecture=user.get(ARCHITECTURE),
+                hyperparameters=user.get(HYPERPARAMETERS),
+                metrics={k: user[k] for k in SHOWN_METRICS if k in user},
+                started_at=_utc(row.datetime_start),
+                finished_at=_utc(row.datetime_complete),
+            )
+        )
     return result

@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+from nas.store.trials import StudyStatus
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -93,7 +92,9 @@ class AuditCreate(BaseModel):
 
     top: int = Field(default=4, ge=1, le=100, description="how many of the study's best finished trials to retrain")
     random: int = Field(default=4, ge=0, le=100, description="how many other finished trials, drawn at random")
-    factor: float = Field(default=10.0, ge=1.0, le=100.0, description="the long run's steps as a multiple of the proxy's")
+    factor: float = Field(
+        default=10.0, ge=1.0, le=100.0, description="the long run's steps as a multiple of the proxy's"
+    )
 
 
 class AuditRanking(BaseModel):
@@ -131,7 +132,9 @@ class AuditPublic(BaseModel):
     random: int
     factor: float
     trials: list[int] = Field(description="the parent's trial numbers it retrains")
-    result: AuditResult | None = Field(default=None, description="final once the audit has ended; partial while it runs")
+    result: AuditResult | None = Field(
+        default=None, description="final once the audit has ended; partial while it runs"
+    )
 
 
 class StudiesPublic(BaseModel):
@@ -197,10 +200,12 @@ class ValidationErrorBody(BaseModel):
 
 # `responses=` shared by routes: every route behind a bearer token, every route that reads a body.
 AUTH_REQUIRED: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "no bearer token, or one that is unknown or revoked"}}
+    401: {"model": ErrorBody, "description": "no bearer token, or one that is unknown or revoked"}
+}
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "the body could not be read at all (e.g. it is not UTF-8 text)"},
-    413: {"model": ErrorBody, "description": "the body is over this service's limit (NAS_MAX_BODY_BYTES)"}}
+    413: {"model": ErrorBody, "description": "the body is over this service's limit (NAS_MAX_BODY_BYTES)"},
+}
 
 
 class Health(BaseModel):

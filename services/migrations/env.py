@@ -11,8 +11,12 @@ version_table = config.get_main_option("version_table") or VERSION_TABLE
 
 
 def run(connection) -> None:
-    context.configure(connection=connection, target_metadata=Base.metadata, version_table=version_table,
-                      render_as_batch=connection.dialect.name == "sqlite")
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
     with context.begin_transaction():
         context.run_migrations()
 

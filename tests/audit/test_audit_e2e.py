@@ -10,27 +10,55 @@ from scipy import stats
 from nas.audit.run import add_audit_row, audit_report, plan_audit, run_audit
 from nas.cli import main
 from nas.controller import run_study
-from nas.controller.run import optuna_storage
 from nas.space import load_space
 from nas.store import Study, get_study_row, session_scope
+from nas.store.db import optuna_storage
 from tests.conftest import SPACES
 
 pytestmark = pytest.mark.ray
 
 # Every trial runs to the end (no scheduler) and the proxy predicts its loss at 10x.
-PARENT = ["search.trials=4", "search.concurrency=1", "search.scheduler=none", "proxy.steps=8", "proxy.eval_every=2",
-          "proxy.eval_batches=2", "proxy.predict=power_law", "objectives=[predicted_loss]", "data.max_samples=400",
-          "data.vocab_size=256", "architecture.num_layers={int: [1, 2]}", "architecture.hidden_size={choice: [32, 64]}"]
+PARENT = [
+    "search.trials=4",
+    "search.concurrency=1",
+    "search.scheduler=none",
+    "proxy.steps=8",
+    "proxy.eval_every=2",
+    "proxy.eval_batches=2",
+    "proxy.predict=power_law",
+    "objectives=[predicted_loss]",
+    "data.max_samples=400",
+    "data.vocab_size=256",
+    "architecture.num_layers={int: [1, 2]}",
+    "architecture.hidden_size={choice: [32, 64]}",
+]
 
 
-def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agreement(ray_cluster, sqlite_url, tmp_path, capsys):
+def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agreement(
+    ray_cluster, sqlite_url, tmp_path, capsys
+):
     space = load_space(SPACES / "text-mlm-tiny.yaml", PARENT)
     assert run_study(space, "parent", sqlite_url, progress=False).status == "succeeded"
     parent = optuna.load_study(study_name="parent", storage=optuna_storage(sqlite_url))
     by_proxy = sorted(parent.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
 
-    code = main(["audit", "parent", "--top", "2", "--random", "1", "--factor", "2", "--plots", str(tmp_path),
-                 "--storage", sqlite_url, "--no-progress"])
+    code = main(
+        [
+            "audit",
+            "parent",
+            "--top",
+            "2",
+            "--random",
+            "1",
+            "--factor",
+            "2",
+            "--plots",
+            str(tmp_path),
+            "--storage",
+            sqlite_url,
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "the study's proxy" in printed and "non-embedding params" in printed and "zero-cost score" in printed
@@ -59,7 +87,9 @@ def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agree
     long_runs = {t.user_attrs["parent_trial"]: t.value for t in audited}
     assert [r["long_run"] for r in rows] == [long_runs[r["parent_trial"]] for r in rows]
     assert [r["proxy"] for r in rows] == [parent.trials[r["parent_trial"]].value for r in rows]
-    expected = stats.kendalltau([parent.trials[n].value for n in sorted(long_runs)], [long_runs[n] for n in sorted(long_runs)])
+    expected = stats.kendalltau(
+        [parent.trials[n].value for n in sorted(long_runs)], [long_runs[n] for n in sorted(long_runs)]
+    )
     assert report["proxy"]["kendall_tau"] == pytest.approx(expected.statistic)
     assert (tmp_path / "audit_scatter.png").stat().st_size > 0
 
@@ -93,7 +123,9 @@ def test_audit__resumed_after_a_lost_trial_retrains_it_and_every_planned_one(ray
     outcome = run_audit(sqlite_url, name, plan, audit_space, progress=False, create_row=False)
     assert outcome.status == "succeeded"
     audit = optuna.load_study(study_name=name, storage=optuna_storage(sqlite_url))
-    assert sorted(t.user_attrs["parent_trial"] for t in audit.get_trials(states=(TrialState.COMPLETE,))) == sorted(plan.trials)
+    assert sorted(t.user_attrs["parent_trial"] for t in audit.get_trials(states=(TrialState.COMPLETE,))) == sorted(
+        plan.trials
+    )
     assert audit.trials[0].state == TrialState.FAIL and audit.trials[0].user_attrs["lost"]
     report = audit_report(sqlite_url, name, plan)
     assert report["finished"] == 3 and report["proxy"]["kendall_tau"] is not None

@@ -9,22 +9,39 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.controller import run_study
-from nas.controller.run import optuna_storage
 from nas.space import load_space
 from nas.store import get_study_row
-from tests.conftest import SPACES
+from nas.store.db import optuna_storage
+from tests.conftest import COST_METRICS, ONE_BERT_SHAPE, SPACES
 
 pytestmark = pytest.mark.ray
 
 SMALL = ["search.trials=3", "search.concurrency=1", "proxy.eval_every=5", "proxy.steps=10", "proxy.eval_batches=2"]
 PER_FAMILY = {
-    "text-mlm-tiny": SMALL + ["data.max_samples=400", "data.vocab_size=256", "architecture.num_layers={int: [1, 2]}",
-                              "architecture.hidden_size={choice: [32, 64]}"],
+    "text-mlm-tiny": SMALL
+    + [
+        "data.max_samples=400",
+        "data.vocab_size=256",
+        "architecture.num_layers={int: [1, 2]}",
+        "architecture.hidden_size={choice: [32, 64]}",
+    ],
     "vit-mae-tiny": SMALL + ["architecture.num_layers=1"],
     "cnn-contrastive-tiny": SMALL + ["architecture.num_stages=1"],
 }
-METRICS = ("architecture", "hyperparameters", "params", "non_embedding_params", "flops", "latency_ms", "throughput",
-           "peak_memory_mb", "wall_time_s", "val_loss", "step", "zero_cost_grad_norm", "zero_cost_snip", "zero_cost_ms")
+METRICS = (
+    "architecture",
+    "hyperparameters",
+    "family",
+    "data_shape",
+    *COST_METRICS,
+    "val_loss",
+    "step",
+    "val_curve",
+    "train_curve",
+    "zero_cost_grad_norm",
+    "zero_cost_snip",
+    "zero_cost_ms",
+)
 
 
 def load_optuna(url: str, name: str) -> optuna.Study:
@@ -74,11 +91,23 @@ def test_search__text_on_postgresql(ray_cluster, postgres_url):
 def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlite_url):
     # A fixed architecture and two learning rates; RandomSampler(seed=6) proposes 3e-3, 3e-3, 1e-6, 3e-3.
     # Trials run one at a time, so ASHA (reduction factor 2) must stop the 1e-6 trial at its first rung.
-    space = load_space(SPACES / "text-mlm-tiny.yaml", [
-        "search.trials=4", "search.concurrency=1", "search.sampler=random", "search.seed=6", "search.scheduler=asha",
-        "proxy.steps=20", "proxy.eval_every=5", "proxy.eval_batches=2", "data.max_samples=400", "data.vocab_size=256",
-        "architecture.block=bert", "architecture.num_layers=1", "architecture.hidden_size=32", "architecture.num_heads=2",
-        "architecture.ffn_ratio=2", "architecture.activation=gelu", "hyperparameters.lr={choice: [3.0e-3, 1.0e-6]}"])
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        [
+            "search.trials=4",
+            "search.concurrency=1",
+            "search.sampler=random",
+            "search.seed=6",
+            "search.scheduler=asha",
+            "proxy.steps=20",
+            "proxy.eval_every=5",
+            "proxy.eval_batches=2",
+            "data.max_samples=400",
+            "data.vocab_size=256",
+            *ONE_BERT_SHAPE,
+            "hyperparameters.lr={choice: [3.0e-3, 1.0e-6]}",
+        ],
+    )
     outcome = run_study(space, "asha", sqlite_url, progress=False)
     assert outcome.status == "succeeded"
     study = load_optuna(sqlite_url, "asha")
@@ -91,14 +120,24 @@ def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlit
 
 
 def test_search__infeasible_samples_are_skipped_and_a_failing_trial_fails_alone(ray_cluster, sqlite_url):
-    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + [
-        "search.scheduler=none", "architecture.num_heads={choice: [2, 3]}",
-        "hyperparameters.lr={choice: [3.0e-3, 1.0e+30]}", "search.sampler=random", "search.trials=4"])
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        PER_FAMILY["text-mlm-tiny"]
+        + [
+            "search.scheduler=none",
+            "architecture.num_heads={choice: [2, 3]}",
+            "hyperparameters.lr={choice: [3.0e-3, 1.0e+30]}",
+            "search.sampler=random",
+            "search.trials=4",
+        ],
+    )
     outcome = run_study(space, "failing", sqlite_url, progress=False)
     study = load_optuna(sqlite_url, "failing")
     infeasible = [t for t in study.trials if "infeasible" in t.user_attrs]
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert infeasible and all(t.state == TrialState.PRUNED and "does not divide" in t.user_attrs["infeasible"] for t in infeasible)
+    assert infeasible and all(
+        t.state == TrialState.PRUNED and "does not divide" in t.user_attrs["infeasible"] for t in infeasible
+    )
     assert failed and all("loss became" in t.user_attrs["fail_reason"] for t in failed)
     assert all(t.params["lr"] == 1.0e30 for t in failed)
     assert outcome.counts["complete"] + outcome.counts["failed"] == 4
@@ -117,9 +156,17 @@ def test_search__a_second_study_on_the_same_corpus_reuses_the_prepared_data(ray_
 
 
 def test_search__multi_objective_nsga2_with_hyperband_gives_a_pareto_front(ray_cluster, sqlite_url):
-    space = load_space(SPACES / "vit-mae-tiny.yaml", SMALL + [
-        "objectives=[val_loss, params]", "search.sampler=nsga2", "search.scheduler=hyperband", "search.trials=4",
-        "architecture.num_layers={int: [1, 2]}"])
+    space = load_space(
+        SPACES / "vit-mae-tiny.yaml",
+        SMALL
+        + [
+            "objectives=[val_loss, params]",
+            "search.sampler=nsga2",
+            "search.scheduler=hyperband",
+            "search.trials=4",
+            "architecture.num_layers={int: [1, 2]}",
+        ],
+    )
     outcome = run_study(space, "pareto", sqlite_url, progress=False)
     assert outcome.status == "succeeded"
     study = load_optuna(sqlite_url, "pareto")
@@ -129,9 +176,14 @@ def test_search__multi_objective_nsga2_with_hyperband_gives_a_pareto_front(ray_c
     assert front and all(t.values[1] == t.user_attrs["params"] for t in front)
 
 
-def test_search__a_predicted_loss_objective_is_what_the_sampler_sees_and_both_losses_are_stored(ray_cluster, sqlite_url):
-    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + [
-        "proxy.steps=12", "proxy.eval_every=3", "proxy.predict=power_law", "objectives=[predicted_loss]"])
+def test_search__a_predicted_loss_objective_is_what_the_sampler_sees_and_both_losses_are_stored(
+    ray_cluster, sqlite_url
+):
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        PER_FAMILY["text-mlm-tiny"]
+        + ["proxy.steps=12", "proxy.eval_every=3", "proxy.predict=power_law", "objectives=[predicted_loss]"],
+    )
     assert run_study(space, "predicted", sqlite_url, progress=False).status == "succeeded"
     study = load_optuna(sqlite_url, "predicted")
     assert study.user_attrs["objectives"] == ["predicted_loss"]

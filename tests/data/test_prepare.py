@@ -63,3 +63,20 @@ def test_digits__are_split_deterministically_with_labels():
     data = prepare_data(spec, "image", 1)
     assert data.train.shape[1:] == (1, 16, 16) and data.train_labels is not None
     assert data.train.shape[0] + data.val.shape[0] == 1797
+
+
+def test_tokenizer__training_twice_on_one_corpus_gives_the_same_ids(tmp_path, monkeypatch):
+    """The trainer numbers its alphabet in hash order; without canonical ids a rerun of a study or benchmark would
+    embed different tokens at the same seed."""
+    from nas.catalog import resolve_source
+    from nas.data.text import load_documents
+    from nas.data.tokenizer import tokenizer_dir
+
+    documents = load_documents(resolve_source("builtin:python-docs"), "text")[:400]
+    trained = []
+    for run in ("first", "second"):
+        monkeypatch.setenv("NAS_HOME", str(tmp_path / run))
+        folder, hit = tokenizer_dir(documents, 512)
+        assert not hit
+        trained.append((folder / "tokenizer.json").read_bytes())
+    assert trained[0] == trained[1]

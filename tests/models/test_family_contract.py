@@ -14,8 +14,12 @@ SHAPES = {"text": DataShape(vocab_size=99, seq_len=16), "image": DataShape(image
 VARIANTS = {
     "transformer": [{}, {"block": "modernbert", "local_attention": 8, "num_layers": 3}],
     "vit": [{}, {"patch_size": 2, "decoder_num_layers": 2}],
-    "cnn": [{}, {"method": "simsiam"}, {"backbone": "convnext", "depth": 2},
-            {"layer_type": "bottleneck", "base_width": 16, "num_stages": 3}],
+    "cnn": [
+        {},
+        {"method": "simsiam"},
+        {"backbone": "convnext", "depth": 2},
+        {"layer_type": "bottleneck", "base_width": 16, "num_stages": 3},
+    ],
 }
 
 
@@ -70,7 +74,9 @@ def test_family_contract(name, variant):
         torch.manual_seed(seed)
         rebuilt = family.build(arch, shape).eval()
         with torch.no_grad():
-            return proxy.loss(rebuilt, proxy.validation_batches(0)[0]), torch.cat([p.detach().flatten() for p in rebuilt.parameters()])
+            return proxy.loss(rebuilt, proxy.validation_batches(0)[0]), torch.cat(
+                [p.detach().flatten() for p in rebuilt.parameters()]
+            )
 
     first, weights_a = seeded_loss(7)
     second, weights_b = seeded_loss(7)

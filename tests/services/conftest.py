@@ -14,9 +14,17 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-TINY_TEXT = {"search.trials": 2, "search.concurrency": 1, "proxy.steps": 10, "proxy.eval_every": 5,
-             "proxy.eval_batches": 2, "data.max_samples": 400, "data.vocab_size": 256,
-             "architecture.num_layers": 1, "architecture.hidden_size": {"choice": [32, 64]}}
+TINY_TEXT = {
+    "search.trials": 2,
+    "search.concurrency": 1,
+    "proxy.steps": 10,
+    "proxy.eval_every": 5,
+    "proxy.eval_batches": 2,
+    "data.max_samples": 400,
+    "data.vocab_size": 256,
+    "architecture.num_layers": 1,
+    "architecture.hidden_size": {"choice": [32, 64]},
+}
 
 
 def free_port() -> int:
@@ -85,9 +93,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 
 def start_worker(database_url: str, *extra: str) -> subprocess.Popen:
     """``nas worker`` as its own process (and process group, so a test can kill -9 all of it)."""
-    return subprocess.Popen([sys.executable, "-m", "nas", "worker", "--storage", database_url, "--poll", "0.5", *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ})
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas", "worker", "--storage", database_url, "--poll", "0.5", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ},
+    )
 
 
 def stop_worker(process: subprocess.Popen, timeout: float = 60) -> None:

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from services.runner import StudyRunner
-from tests.services.conftest import TINY_TEXT, token_for, wait_for
+from tests.services.conftest import TINY_TEXT, start_server, token_for, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -20,7 +20,9 @@ def submit(client, **body):
 
 def run_queue(server, **kwargs) -> int:
     """A runner in this process (the main thread, as the Tune driver likes), until the queue is empty."""
-    return StudyRunner(server.database_url, lease_s=20, heartbeat_s=1, poll_s=0.2).run_forever(exit_when_idle=True, **kwargs)
+    return StudyRunner(server.database_url, lease_s=20, heartbeat_s=1, poll_s=0.2).run_forever(
+        exit_when_idle=True, **kwargs
+    )
 
 
 def check_whole_cycle(server):
@@ -37,8 +39,9 @@ def check_whole_cycle(server):
     assert best["trials"][0]["architecture"]["num_layers"] == 1
     trials = alice.get(f"/api/v1/studies/{created['id']}/trials", params={"limit": 1}).json()
     assert trials["count"] == 2 and len(trials["data"]) == 1 and trials["data"][0]["number"] == 0
-    complete = alice.get(f"/api/v1/studies/{created['id']}/trials",
-                         params={"state": "COMPLETE", "sort": "value"}).json()["data"]
+    complete = alice.get(
+        f"/api/v1/studies/{created['id']}/trials", params={"state": "COMPLETE", "sort": "value"}
+    ).json()["data"]
     values = [t["values"][0] for t in complete]
     assert values == sorted(values) and values[0] == best["trials"][0]["values"][0]
     assert all("flops" in t["metrics"] and t["params"] for t in complete)
@@ -78,6 +81,16 @@ def test_auth__a_token_sees_only_its_own_studies(sqlite_server):
     assert "Bearer" in anonymous.get("/api/v1/studies").json()["detail"]
 
 
+def test_auth__the_bootstrap_admin_token_of_the_settings_sees_every_study(sqlite_url):
+    """Settings.admin_token (NAS_ADMIN_TOKEN) is an admin without a stored token; any other token is not."""
+    for server in start_server(sqlite_url, admin_token="nas_bootstrap-secret"):
+        study = submit(server.client(token_for(server, "alice")))
+        admin = server.client("nas_bootstrap-secret")
+        assert admin.get(f"/api/v1/studies/{study['id']}").status_code == 200
+        assert admin.get("/api/v1/studies").json()["count"] == 1
+        assert server.client("nas_bootstrap-secreT").get("/api/v1/studies").status_code == 401
+
+
 def test_bad_input__answers_4xx_with_a_message_and_writes_nothing(sqlite_server):
     alice = sqlite_server.client(token_for(sqlite_server, "alice"))
     invalid = alice.post("/api/v1/studies", json={"space_yaml": "name: x\nfamily: rnn\ntask: mlm\n"})
@@ -90,10 +103,16 @@ def test_bad_input__answers_4xx_with_a_message_and_writes_nothing(sqlite_server)
     assert alice.post("/api/v1/studies", json={"space": "text-mlm-tiny", "space_yaml": "x"}).status_code == 422
     absurd = alice.post("/api/v1/studies", json={"space": "text-mlm-tiny", "overrides": {"search.trials": 10**9}})
     assert absurd.status_code == 422 and "search.trials" in absurd.text
-    huge = alice.post("/api/v1/studies", content=b'{"space_yaml": "' + b"x" * 400_000 + b'"}',
-                      headers={"Content-Type": "application/json"})
+    huge = alice.post(
+        "/api/v1/studies",
+        content=b'{"space_yaml": "' + b"x" * 400_000 + b'"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert huge.status_code == 413 and "limit" in huge.json()["detail"]
-    assert alice.post("/api/v1/studies", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 422
+    assert (
+        alice.post("/api/v1/studies", content=b"{not json", headers={"Content-Type": "application/json"}).status_code
+        == 422
+    )
     assert alice.get("/api/v1/studies/999999").status_code == 404
     assert alice.get("/api/v1/studies/abc").status_code == 422
     assert alice.get("/api/v1/studies", params={"limit": 0}).status_code == 422
@@ -111,7 +130,9 @@ def test_spaces__list_get_and_validate(sqlite_server):
     one = client.get("/api/v1/spaces/vit-mae-tiny").json()
     assert one["family"] == "vit" and "architecture:" in one["yaml"]
     assert client.get("/api/v1/spaces/nope").status_code == 404
-    result = client.post("/api/v1/spaces/validate", json={"yaml": one["yaml"], "overrides": {"search.trials": 0}}).json()
+    result = client.post(
+        "/api/v1/spaces/validate", json={"yaml": one["yaml"], "overrides": {"search.trials": 0}}
+    ).json()
     assert not result["valid"] and result["errors"][0]["path"] == "search.trials"
     assert client.post("/api/v1/spaces/validate", json={"yaml": one["yaml"]}).json()["valid"]
 
@@ -157,7 +178,9 @@ def test_cancel_resume_and_budget_extension__change_trial_counts(ray_cluster, sq
     resumed = alice.get(url).json()
     assert resumed["status"] == "succeeded" and resumed["counts"]["finished"] == 4
     counts = resumed["counts"]
-    assert alice.get(f"{url}/trials").json()["count"] - counts["infeasible"] - counts["lost"] == 4  # kept ones not re-run
+    assert (
+        alice.get(f"{url}/trials").json()["count"] - counts["infeasible"] - counts["lost"] == 4
+    )  # kept ones not re-run
     assert counts["lost"] >= 1  # the trials the cancel cut short
     assert kept <= 4
 

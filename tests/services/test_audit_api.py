@@ -43,6 +43,8 @@ def test_audit__runs_through_a_runner_and_reports_to_its_owner_only(ray_cluster,
     audit_id = done["study"]["id"]
     assert alice.get(f"/api/v1/studies/{audit_id}").json()["kind"] == "audit"
     assert alice.post(f"/api/v1/studies/{audit_id}/audit").status_code == 409  # an audit is not audited
-    assert alice.patch(f"/api/v1/studies/{audit_id}", json={"trials": 5}).status_code == 409  # its plan fixes its trials
+    assert (
+        alice.patch(f"/api/v1/studies/{audit_id}", json={"trials": 5}).status_code == 409
+    )  # its plan fixes its trials
     trials = alice.get(f"/api/v1/studies/{audit_id}/trials").json()
     assert trials["count"] == 2 and all(t["metrics"]["step"] == 20 for t in trials["data"])  # 2x the 10-step proxy

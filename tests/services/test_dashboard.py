@@ -49,8 +49,10 @@ def make_app(storage_url: str):
     from services.dashboard import build_dashboard_app
 
     app = FastAPI()
-    app.mount("/dashboard", build_dashboard_app(storage_url, TOKENS.get,
-                                                lambda p: None if p.is_admin else OWNED.get(p.name, set())))
+    app.mount(
+        "/dashboard",
+        build_dashboard_app(storage_url, TOKENS.get, lambda p: None if p.is_admin else OWNED.get(p.name, set())),
+    )
     return app
 
 
@@ -95,8 +97,11 @@ def assert_json_error(response: httpx.Response, status: int) -> dict:
 
 
 def test_study_list_shows_only_own_studies_for_non_admin_and_all_for_admin(dashboard):
-    with dashboard.client("tok-alice") as alice, dashboard.client("tok-bob") as bob, \
-            dashboard.client("tok-admin") as admin:
+    with (
+        dashboard.client("tok-alice") as alice,
+        dashboard.client("tok-bob") as bob,
+        dashboard.client("tok-admin") as admin,
+    ):
         assert listed(alice) == OWNED["alice"]
         assert listed(bob) == OWNED["bob"]
         assert listed(admin) == ALL_STUDIES
@@ -107,8 +112,12 @@ def test_study_list_shows_only_own_studies_for_non_admin_and_all_for_admin(dashb
 
 def test_missing_or_wrong_token_is_401_with_instructions(dashboard):
     with dashboard.client() as anonymous, dashboard.client("not-a-token") as wrong:
-        for response in (anonymous.get("/dashboard/api/studies"), anonymous.get("/dashboard/"),
-                         wrong.get("/dashboard/api/studies"), anonymous.delete("/dashboard/api/studies/1")):
+        for response in (
+            anonymous.get("/dashboard/api/studies"),
+            anonymous.get("/dashboard/"),
+            wrong.get("/dashboard/api/studies"),
+            anonymous.delete("/dashboard/api/studies/1"),
+        ):
             detail = assert_json_error(response, 401)["detail"]
             assert "Bearer" in detail and "/dashboard/login?token=" in detail
         assert_json_error(anonymous.get("/dashboard/login", params={"token": "not-a-token"}), 401)
@@ -141,11 +150,13 @@ def test_other_write_routes_are_refused(dashboard):
     own_id = dashboard.study_ids["alice-one"]
     trial_id = optuna.load_study(study_name="alice-one", storage=dashboard.storage_url).trials[0]._trial_id
     with dashboard.client("tok-alice") as alice:
-        writes = [alice.post("/dashboard/api/studies", json={"study_name": "new", "directions": ["minimize"]}),
-                  alice.post(f"/dashboard/api/studies/{own_id}/rename", json={"study_name": "renamed"}),
-                  alice.put(f"/dashboard/api/studies/{own_id}/note", json={"version": 0, "body": "hi"}),
-                  alice.post(f"/dashboard/api/trials/{trial_id}/tell", json={"state": "Fail"}),
-                  alice.patch(f"/dashboard/api/studies/{own_id}", json={})]
+        writes = [
+            alice.post("/dashboard/api/studies", json={"study_name": "new", "directions": ["minimize"]}),
+            alice.post(f"/dashboard/api/studies/{own_id}/rename", json={"study_name": "renamed"}),
+            alice.put(f"/dashboard/api/studies/{own_id}/note", json={"version": 0, "body": "hi"}),
+            alice.post(f"/dashboard/api/trials/{trial_id}/tell", json={"state": "Fail"}),
+            alice.patch(f"/dashboard/api/studies/{own_id}", json={}),
+        ]
         for response in writes:
             assert "read-only" in assert_json_error(response, 403)["detail"]
     names = {s.study_name for s in optuna.get_all_study_summaries(dashboard.storage_url)}
@@ -157,8 +168,12 @@ def test_other_write_routes_are_refused(dashboard):
 def test_another_owners_study_by_id_is_404_and_own_is_200(dashboard):
     bob_id, own_id = dashboard.study_ids["bob-one"], dashboard.study_ids["alice-one"]
     with dashboard.client("tok-alice") as alice, dashboard.client("tok-admin") as admin:
-        for path in (f"/api/studies/{bob_id}", f"/api/studies/{bob_id}/param_importances", f"/csv/{bob_id}",
-                     f"/api/studies/{bob_id}/plot/slice"):
+        for path in (
+            f"/api/studies/{bob_id}",
+            f"/api/studies/{bob_id}/param_importances",
+            f"/csv/{bob_id}",
+            f"/api/studies/{bob_id}/plot/slice",
+        ):
             assert_json_error(alice.get("/dashboard" + path), 404)
         detail = alice.get(f"/dashboard/api/studies/{own_id}")
         assert detail.status_code == 200 and detail.json()["name"] == "alice-one"
@@ -167,11 +182,24 @@ def test_another_owners_study_by_id_is_404_and_own_is_200(dashboard):
         assert admin.get(f"/dashboard/api/studies/{bob_id}").json()["name"] == "bob-one"
 
 
-@pytest.mark.parametrize("path", ["/api/studies/abc", "/api/studies/1.5", "/api/studies/99999999999999999999999",
-                                  "/api/studies/424242", "/api/studies/-1", "/csv/abc", "/artifacts/abc/x",
-                                  "/api/studies/{own}?after=x", "/api/studies/{own}?after=-3",
-                                  "/api/studies/{own}/plot/nonsense", "/static/does-not-exist.js",
-                                  "/api/no-such-route", "/static/..%2F_app.py"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/studies/abc",
+        "/api/studies/1.5",
+        "/api/studies/99999999999999999999999",
+        "/api/studies/424242",
+        "/api/studies/-1",
+        "/csv/abc",
+        "/artifacts/abc/x",
+        "/api/studies/{own}?after=x",
+        "/api/studies/{own}?after=-3",
+        "/api/studies/{own}/plot/nonsense",
+        "/static/does-not-exist.js",
+        "/api/no-such-route",
+        "/static/..%2F_app.py",
+    ],
+)
 def test_garbage_input_is_4xx_not_500(dashboard, path):
     with dashboard.client("tok-admin") as admin:
         response = admin.get("/dashboard" + path.format(own=dashboard.study_ids["alice-one"]))

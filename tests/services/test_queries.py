@@ -8,34 +8,44 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from nas.controller.run import optuna_storage
-from nas.store.db import session_scope, upgrade
+from nas.store import trials
+from nas.store.db import optuna_storage, session_scope, upgrade
 from services.api import queries
 
-DISTRIBUTIONS = {"block": CategoricalDistribution(["bert", "modernbert"]), "num_layers": IntDistribution(1, 3),
-                 "lr": FloatDistribution(5e-4, 5e-3, log=True)}
+DISTRIBUTIONS = {
+    "block": CategoricalDistribution(["bert", "modernbert"]),
+    "num_layers": IntDistribution(1, 3),
+    "lr": FloatDistribution(5e-4, 5e-3, log=True),
+}
 
 
 def trial(state: TrialState, value: float | None = None, **attrs) -> optuna.trial.FrozenTrial:
     params = {"block": "modernbert", "num_layers": 2, "lr": 1e-3}
-    return create_trial(state=state, values=None if value is None else [value], params=params,
-                        distributions=DISTRIBUTIONS, user_attrs={"architecture": {"num_layers": 2}, **attrs})
+    return create_trial(
+        state=state,
+        values=None if value is None else [value],
+        params=params,
+        distributions=DISTRIBUTIONS,
+        user_attrs={"architecture": {"num_layers": 2}, **attrs},
+    )
 
 
 def seeded(url: str, name: str = "q") -> tuple[optuna.Study, int]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     upgrade(url)
     study = optuna.create_study(storage=optuna_storage(url), study_name=name, direction="minimize")
-    study.add_trials([
-        trial(TrialState.COMPLETE, 3.0, val_loss=3.0),
-        trial(TrialState.COMPLETE, 2.0, val_loss=2.0, ray_trial_id="abc"),
-        trial(TrialState.PRUNED, infeasible="params <= 1_000_000 violated"),
-        trial(TrialState.PRUNED),
-        trial(TrialState.FAIL, fail_reason="cancelled", lost=True),
-        trial(TrialState.FAIL, fail_reason="boom"),
-        # marks on a state that cannot carry them do not move a trial between counts
-        trial(TrialState.COMPLETE, 4.0, lost=True),
-    ])
+    study.add_trials(
+        [
+            trial(TrialState.COMPLETE, 3.0, val_loss=3.0),
+            trial(TrialState.COMPLETE, 2.0, val_loss=2.0, ray_trial_id="abc"),
+            trial(TrialState.PRUNED, infeasible="params <= 1_000_000 violated"),
+            trial(TrialState.PRUNED),
+            trial(TrialState.FAIL, fail_reason="cancelled", lost=True),
+            trial(TrialState.FAIL, fail_reason="boom"),
+            # marks on a state that cannot carry them do not move a trial between counts
+            trial(TrialState.COMPLETE, 4.0, lost=True),
+        ]
+    )
     with session_scope(url) as session:
         return study, queries.optuna_study_id(session, name)
 
@@ -53,6 +63,8 @@ def test_counts_best_and_pages_match_optuna(url):
         counts = queries.trial_counts(session, study_id, 10)
         assert (counts.complete, counts.pruned, counts.infeasible, counts.failed, counts.lost) == (3, 1, 1, 1, 1)
         assert counts.finished == 5 and counts.running == 0
+        # The SQL aggregates and the Python rule over Optuna's trials (CLI, progress bar) give the same counts.
+        assert counts.model_dump(exclude={"finished", "budget"}) == trials.count_trials(study.get_trials())
         ids = queries.best_trial_ids(session, study_id, queries.directions(session, study_id))
         [best] = queries.load_trials(session, ids)
         assert best.number == study.best_trial.number == 1 and best.values == [2.0]
@@ -94,3 +106,8 @@ def test_migration_0003_adds_the_partial_index_once_optunas_tables_exist(url):
         counts = queries.trial_counts(session, study_id, 10)  # the join over the partial index
     assert (counts.pruned, counts.infeasible, counts.failed, counts.lost) == (1, 1, 1, 1)
     assert optuna.load_study(study_name="after", storage=optuna_storage(url)).best_trial.number == 1
+
+
+def test_trial_record__names_every_optuna_state_and_nothing_else():
+    assert set(trials.TRIAL_STATE_NAMES) == {state.name for state in TrialState}
+    assert all(state in trials.TRIAL_STATE_NAMES for state in trials.MARK_STATES.values())

@@ -9,9 +9,8 @@ import optuna
 import pytest
 from sqlalchemy import select
 
-from nas.controller.run import optuna_storage
 from nas.space import load_space
-from nas.store.db import session_scope
+from nas.store.db import optuna_storage, session_scope
 from nas.store.models import Study
 from services.api.crud import create_study
 from services.api.schemas import StudyCreate
@@ -50,8 +49,9 @@ def test_two_runners_on_postgresql__run_each_of_six_studies_exactly_once(postgre
         queue_study(postgres_url, f"queued-{index}", one_trial)
     workers = [start_worker(postgres_url), start_worker(postgres_url)]
     try:
-        wait_for(lambda: all(s.status == "succeeded" for s in studies(postgres_url).values()), 300,
-                 "six studies to succeed")
+        wait_for(
+            lambda: all(s.status == "succeeded" for s in studies(postgres_url).values()), 300, "six studies to succeed"
+        )
     finally:
         for worker in workers:
             stop_worker(worker)
@@ -65,12 +65,20 @@ def test_two_runners_on_postgresql__run_each_of_six_studies_exactly_once(postgre
 
 def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(sqlite_url):
     budget = 4
-    queue_study(sqlite_url, "survivor", {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none",
-                                         "proxy.steps": 120, "proxy.eval_every": 40})
+    queue_study(
+        sqlite_url,
+        "survivor",
+        {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40},
+    )
     first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1")
     try:
-        wait_for(lambda: "COMPLETE" in trial_states(sqlite_url, "survivor") and "RUNNING" in trial_states(sqlite_url, "survivor"),
-                 180, "one finished and one running trial")
+        wait_for(
+            lambda: (
+                "COMPLETE" in trial_states(sqlite_url, "survivor") and "RUNNING" in trial_states(sqlite_url, "survivor")
+            ),
+            180,
+            "one finished and one running trial",
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)

@@ -5,12 +5,16 @@ import random
 
 import optuna
 
-from nas.space import load_space
+from nas.space import Candidate, load_space
+from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 from tests.conftest import SPACES
 
 
 def test_suggest__uses_flat_names_and_opens_conditional_branches():
-    space = load_space(SPACES / "text-mlm-tiny.yaml", ["architecture.block={modernbert: {local_attention: {choice: [16, 32]}}, bert: null}"])
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        ["architecture.block={modernbert: {local_attention: {choice: [16, 32]}}, bert: null}"],
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     seen_blocks = set()
     for _ in range(12):
@@ -28,8 +32,9 @@ def test_suggest__uses_flat_names_and_opens_conditional_branches():
 
 
 def test_feasibility__applies_family_rules_and_user_constraints():
-    space = load_space(SPACES / "text-mlm-tiny.yaml", ["architecture.num_heads={choice: [2, 4, 5]}",
-                                                       "constraints=[params <= 150_000]"])
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml", ["architecture.num_heads={choice: [2, 4, 5]}", "constraints=[params <= 150_000]"]
+    )
     rng = random.Random(0)
     outcomes = [space.feasibility(space.sample_random(rng)) for _ in range(200)]
     messages = {message for problems in outcomes for _, message in problems}
@@ -43,3 +48,18 @@ def test_candidate__carries_defaults_so_the_config_is_complete():
     candidate = space.sample_random(random.Random(1))
     assert candidate.architecture["decoder_ffn_ratio"] == 4.0  # family default
     assert candidate.hyperparameters["batch_size"] == space.proxy.batch_size
+
+
+def test_candidate__survives_its_json_record_unchanged():
+    """A trial stores ``to_json``; a Ray worker, an audit and an export rebuild the candidate with ``from_json``."""
+    space = load_space(SPACES / "text-mlm-tiny.yaml")
+    candidate = space.sample_random(random.Random(3))
+    record = json.loads(json.dumps(candidate.to_json()))  # through the database's JSON text
+    assert Candidate.from_json(record) == candidate
+    # The record alone rebuilds the model: no space, no data (nanoGPT's model_args, transformers' config.json).
+    model = Candidate.from_json(record).build()
+    assert sum(p.numel() for p in model.parameters()) == record["params"]
+    assert set(candidate.hyperparameters) == set(SEARCHABLE_HYPERPARAMETERS)
+    assert isinstance(candidate.hyperparameters["batch_size"], int) and isinstance(
+        candidate.hyperparameters["lr"], float
+    )

@@ -60,8 +60,11 @@ def test_shipped_spaces_are_valid():
         ({"constraints": ["[x for x in (1,)]"]}, "constraints[0]", "not allowed"),
         ({"constraints": ["2 ** 100000 > params"]}, "constraints[0]", None),
         ({"constraints": ["widht > 3"]}, "constraints[0]", "unknown name 'widht'"),
-        ({"architecture__hidden_size": 64, "architecture__num_heads": 6, "architecture__block": "bert"},
-         "architecture.num_heads", "does not divide"),
+        (
+            {"architecture__hidden_size": 64, "architecture__num_heads": 6, "architecture__block": "bert"},
+            "architecture.num_heads",
+            "does not divide",
+        ),
         ({"constraints": ["hidden_size % num_heads == 0", "params <= 10"]}, "constraints[1]", None),
         ({"objectives": ["val_loss", "accuracy"]}, "objectives[1]", "unknown objective"),
         ({"search__sampler": "cmaes"}, "search.sampler", "unknown sampler"),
@@ -113,8 +116,9 @@ def test_searching_the_contrastive_method__is_rejected_while_ranking_by_val_loss
     with pytest.raises(SpaceError) as info:
         load_space(text, ["architecture.method={choice: [simclr, simsiam]}"])
     assert "architecture.method" in dict(info.value.errors)
-    space = load_space(text, ["architecture.method={choice: [simclr, simsiam]}", "objectives=[knn_accuracy]",
-                              "search.scheduler=none"])
+    space = load_space(
+        text, ["architecture.method={choice: [simclr, simsiam]}", "objectives=[knn_accuracy]", "search.scheduler=none"]
+    )
     assert space.objectives == ("knn_accuracy",)
 
 
@@ -136,8 +140,9 @@ def test_hyperparameter_written_as_yaml_text__is_rejected_with_a_hint():
 
 
 def test_proxy_levers__unknown_values_and_a_predicted_loss_without_a_predictor_are_rejected():
-    errors = errors_of(with_changes(proxy={"schedule": "linear", "lr_scaling": "depth", "predict": "spline",
-                                           "predict_factor": 0.5}))
+    errors = errors_of(
+        with_changes(proxy={"schedule": "linear", "lr_scaling": "depth", "predict": "spline", "predict_factor": 0.5})
+    )
     assert "cosine, constant" in errors["proxy.schedule"] and "none, width" in errors["proxy.lr_scaling"]
     assert "power_law" in errors["proxy.predict"] and "at least 1" in errors["proxy.predict_factor"]
     errors = errors_of(with_changes(objectives=["predicted_loss"], proxy={"predict": "none"}))

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request, Response
 from optuna.storages._rdb.models import TrialModel
 from sqlalchemy import func, select, text
 
-from nas.store.models import STUDY_STATUSES, Runner, Study, utcnow
+from nas.store.models import Runner, Study, utcnow
+from nas.store.trials import STUDY_STATUSES
 from services.api.deps import SessionDep, SettingsDep
 from services.api.schemas import Health
 
@@ -30,8 +31,11 @@ def ray_reachable(address: str | None) -> str:
         return f"unreachable at {address}: {error}"
 
 
-@router.get("/healthz", response_model=Health,
-            responses={503: {"model": Health, "description": "degraded: the database or Ray cannot be reached"}})
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "degraded: the database or Ray cannot be reached"}},
+)
 def healthz(session: SessionDep, settings: SettingsDep, response: Response) -> Health:
     try:
         session.execute(text("SELECT 1"))
@@ -54,13 +58,18 @@ def metrics(request: Request, session: SessionDep, settings: SettingsDep) -> Res
     lines = ["# HELP nas_studies Studies by status.", "# TYPE nas_studies gauge"]
     by_status = dict(session.execute(select(Study.status, func.count()).group_by(Study.status)).all())
     lines += [f'nas_studies{{status="{s}"}} {by_status.get(s, 0)}' for s in STUDY_STATUSES]
-    lines += ["# HELP nas_queue_depth Studies waiting for a runner.", "# TYPE nas_queue_depth gauge",
-              f"nas_queue_depth {by_status.get('queued', 0)}"]
+    lines += [
+        "# HELP nas_queue_depth Studies waiting for a runner.",
+        "# TYPE nas_queue_depth gauge",
+        f"nas_queue_depth {by_status.get('queued', 0)}",
+    ]
     lines += ["# HELP nas_trials Trials of all studies by state.", "# TYPE nas_trials gauge"]
     for state, count in session.execute(select(TrialModel.state, func.count()).group_by(TrialModel.state)).all():
         lines.append(f'nas_trials{{state="{state.name}"}} {count}')
-    lines += ["# HELP nas_runner_heartbeat_age_seconds Seconds since each runner's last heartbeat.",
-              "# TYPE nas_runner_heartbeat_age_seconds gauge"]
+    lines += [
+        "# HELP nas_runner_heartbeat_age_seconds Seconds since each runner's last heartbeat.",
+        "# TYPE nas_runner_heartbeat_age_seconds gauge",
+    ]
     now = utcnow()
     for runner in session.scalars(select(Runner)):
         beat = runner.heartbeat_at if runner.heartbeat_at.tzinfo else runner.heartbeat_at.replace(tzinfo=now.tzinfo)
@@ -88,8 +97,10 @@ class LatencyHistogram:
         self._sums[key] = self._sums.get(key, 0.0) + seconds
 
     def exposition(self) -> list[str]:
-        lines = ["# HELP nas_http_request_duration_seconds Request latency.",
-                 "# TYPE nas_http_request_duration_seconds histogram"]
+        lines = [
+            "# HELP nas_http_request_duration_seconds Request latency.",
+            "# TYPE nas_http_request_duration_seconds histogram",
+        ]
         for (method, route), counts in sorted(self._counts.items()):
             labels = f'method="{method}",route="{route}"'
             for bound, count in zip(self.BUCKETS, counts):

@@ -11,6 +11,7 @@ from services.api.schemas import (
     AUTH_REQUIRED,
     BODY_ERRORS,
     ErrorBody,
+    SpaceErrorItem,
     SpacePublic,
     SpacesPublic,
     SpaceValidate,
@@ -46,5 +47,5 @@ def validate_space(body: SpaceValidate, principal: PrincipalDep) -> ValidationRe
     try:
         space = load_space_text(body.yaml, body.overrides)
     except SpaceError as error:
-        return ValidationResult(valid=False, errors=[{"path": p, "message": m} for p, m in error.errors])
+        return ValidationResult(valid=False, errors=[SpaceErrorItem(path=p, message=m) for p, m in error.errors])
     return ValidationResult(valid=True, summary=crud.summary(space))

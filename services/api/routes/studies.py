@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 from fastapi import Path as PathParam
@@ -13,35 +13,38 @@ from fastapi.responses import FileResponse
 
 from nas.space import SpaceError
 from nas.store.studies import newest_audit
+from nas.store.trials import StudyStatus, TrialStateName
 from services.api import crud, queries
 from services.api.deps import PrincipalDep, SessionDep, SettingsDep
 from services.api.schemas import (
     AUTH_REQUIRED,
+    BODY_ERRORS,
     AuditCreate,
     AuditPublic,
-    BODY_ERRORS,
     BestPublic,
     ErrorBody,
     StudiesPublic,
     StudyCreate,
     StudyPublic,
-    StudyStatus,
     StudyUpdate,
     TrialsPublic,
-    TrialStateName,
     ValidationErrorBody,
 )
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=AUTH_REQUIRED)
-NOT_FOUND = {404: {"model": ErrorBody, "description": "no such study for this token"}}
-CONFLICT = {409: {"model": ErrorBody, "description": "the study's status does not allow this"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "no such study for this token"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "the study's status does not allow this"}
+}
 # Bounded to the 64-bit integers a database can compare with (past them SQLite raised OverflowError: a 500).
 StudyId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="a study's id, as POST /studies answered it")]
 
 
 def _space_error(error: SpaceError) -> HTTPException:
-    return HTTPException(status_code=422, detail={"detail": "the space is invalid",
-                                                  "errors": [{"path": p, "message": m} for p, m in error.errors]})
+    return HTTPException(
+        status_code=422,
+        detail={"detail": "the space is invalid", "errors": [{"path": p, "message": m} for p, m in error.errors]},
+    )
 
 
 def _study_or_404(session, principal, study_id: int):
@@ -51,10 +54,19 @@ def _study_or_404(session, principal, study_id: int):
     return row
 
 
-@router.post("", status_code=201, response_model=StudyPublic,
-             responses={422: {"model": ValidationErrorBody, "description": "an invalid request, or an invalid space: "
-                                                                           "every error with its path"},
-                        **CONFLICT, **BODY_ERRORS})
+@router.post(
+    "",
+    status_code=201,
+    response_model=StudyPublic,
+    responses={
+        422: {
+            "model": ValidationErrorBody,
+            "description": "an invalid request, or an invalid space: every error with its path",
+        },
+        **CONFLICT,
+        **BODY_ERRORS,
+    },
+)
 def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> StudyPublic:
     try:
         space = crud.space_from_request(body, settings.max_trials)
@@ -68,10 +80,14 @@ def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep
 
 
 @router.get("", response_model=StudiesPublic)
-def list_studies(session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
-                 status: StudyStatus | None = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                 offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> StudiesPublic:
+def list_studies(
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    status: StudyStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> StudiesPublic:
     rows, total = crud.list_studies(session, principal, status, min(limit, settings.max_page_size), offset)
     return StudiesPublic(data=[crud.study_public(session, row) for row in rows], count=total)
 
@@ -82,18 +98,24 @@ def get_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep) -
 
 
 @router.get("/{study_id}/trials", response_model=TrialsPublic, responses=NOT_FOUND)
-def list_trials(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
-                state: Annotated[list[TrialStateName] | None, Query()] = None,
-                sort: Literal["number", "value"] = "number",
-                order: Literal["asc", "desc"] = "asc",
-                limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0) -> TrialsPublic:
+def list_trials(
+    study_id: StudyId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    state: Annotated[list[TrialStateName] | None, Query()] = None,
+    sort: Literal["number", "value"] = "number",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> TrialsPublic:
     row = _study_or_404(session, principal, study_id)
     optuna_id = queries.optuna_study_id(session, row.name)
     if optuna_id is None:
         return TrialsPublic(data=[], count=0)
-    trials, total = queries.trials_page(session, optuna_id, list(state or []), sort, order == "desc",
-                                        min(limit, settings.max_page_size), offset)
+    trials, total = queries.trials_page(
+        session, optuna_id, list(state or []), sort, order == "desc", min(limit, settings.max_page_size), offset
+    )
     return TrialsPublic(data=trials, count=total)
 
 
@@ -125,19 +147,33 @@ def resume_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep
 
 
 @router.patch("/{study_id}", response_model=StudyPublic, responses={**NOT_FOUND, **CONFLICT, **BODY_ERRORS})
-def update_study(study_id: StudyId, body: StudyUpdate, session: SessionDep, principal: PrincipalDep,
-                 settings: SettingsDep) -> StudyPublic:
+def update_study(
+    study_id: StudyId, body: StudyUpdate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> StudyPublic:
     """Raise (or lower, not below the finished trials) the trial budget; a finished study is resumed."""
-    return _transition(session, principal, study_id,
-                       lambda row: crud.extend_budget(session, row, body.trials, settings.max_trials))
+    return _transition(
+        session, principal, study_id, lambda row: crud.extend_budget(session, row, body.trials, settings.max_trials)
+    )
 
 
-@router.get("/{study_id}/export", response_class=FileResponse, responses={
-    200: {"content": {"application/zip": {}}, "description": "the `nas export` folder as a zip"}, **NOT_FOUND, **CONFLICT})
-def export_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
-                 background: BackgroundTasks,
-                 trial: Annotated[int | None, Query(ge=0, le=10_000_000, description="default: the best trial")] = None,
-                 weights: Literal["proxy", "init"] = "proxy") -> FileResponse:
+@router.get(
+    "/{study_id}/export",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/zip": {}}, "description": "the `nas export` folder as a zip"},
+        **NOT_FOUND,
+        **CONFLICT,
+    },
+)
+def export_study(
+    study_id: StudyId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    background: BackgroundTasks,
+    trial: Annotated[int | None, Query(ge=0, le=10_000_000, description="default: the best trial")] = None,
+    weights: Literal["proxy", "init"] = "proxy",
+) -> FileResponse:
     """The same folder as ``nas export``, zipped: save_pretrained output, provenance and pretraining recipe."""
     from nas.export import ExportError, TrialNotFound, export_trial, load_trial
 
@@ -155,10 +191,16 @@ def export_study(study_id: StudyId, session: SessionDep, principal: PrincipalDep
     return FileResponse(archive, media_type="application/zip", filename=f"{folder.name}.zip")
 
 
-@router.post("/{study_id}/audit", status_code=201, response_model=AuditPublic,
-             responses={**NOT_FOUND, **CONFLICT, **BODY_ERRORS})
-def start_audit(study_id: StudyId, session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
-                body: AuditCreate | None = None) -> AuditPublic:
+@router.post(
+    "/{study_id}/audit", status_code=201, response_model=AuditPublic, responses={**NOT_FOUND, **CONFLICT, **BODY_ERRORS}
+)
+def start_audit(
+    study_id: StudyId,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    body: AuditCreate | None = None,
+) -> AuditPublic:
     """Queue an audit: the study's top and some random finished architectures retrained at ``factor`` x the
     proxy's steps, as trials of a linked audit study that a runner picks up; its report says how well the proxy
     (and the free baselines) ranked them."""
@@ -176,5 +218,7 @@ def get_audit(study_id: StudyId, session: SessionDep, principal: PrincipalDep, s
     row = _study_or_404(session, principal, study_id)
     audit = newest_audit(session, row.id)
     if audit is None:
-        raise HTTPException(status_code=404, detail=f"study {study_id} has no audit; POST /studies/{study_id}/audit starts one")
+        raise HTTPException(
+            status_code=404, detail=f"study {study_id} has no audit; POST /studies/{study_id}/audit starts one"
+        )
     return crud.audit_public(session, settings.database_url, audit)

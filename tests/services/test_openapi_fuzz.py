@@ -27,8 +27,7 @@ def seed(server, schema, auth: dict[str, str]) -> list[int]:
     from optuna.trial import TrialState, create_trial
     from sqlalchemy import update
 
-    from nas.controller.run import optuna_storage
-    from nas.store.db import session_scope
+    from nas.store.db import optuna_storage, session_scope
     from nas.store.models import Study
 
     submit = schema["/api/v1/studies"]["POST"]
@@ -47,19 +46,31 @@ def seed(server, schema, auth: dict[str, str]) -> list[int]:
     # Trials as a runner leaves them, without running one: complete, infeasible, lost to a cancel, running.
     study = optuna.create_study(study_name="seed-trials", storage=optuna_storage(server.database_url))
     distributions = {"hidden_size": CategoricalDistribution([32, 64]), "num_layers": IntDistribution(1, 2)}
-    for number, (state, value, attrs) in enumerate([
-        (TrialState.COMPLETE, 5.25, {"val_loss": 5.25, "flops": 1.5e6, "architecture": {"num_layers": 1}}),
-        (TrialState.COMPLETE, 4.75, {"val_loss": 4.75, "flops": 3.0e6, "architecture": {"num_layers": 2}}),
-        (TrialState.PRUNED, None, {"infeasible": "architecture.num_layers: too deep"}),
-        (TrialState.FAIL, None, {"fail_reason": "cancelled", "lost": True}),
-    ]):
-        study.add_trial(create_trial(state=state, value=value, distributions=distributions, user_attrs=attrs,
-                                     params={"hidden_size": [32, 64][number % 2], "num_layers": 1 + number % 2}))
+    for number, (state, value, attrs) in enumerate(
+        [
+            (TrialState.COMPLETE, 5.25, {"val_loss": 5.25, "flops": 1.5e6, "architecture": {"num_layers": 1}}),
+            (TrialState.COMPLETE, 4.75, {"val_loss": 4.75, "flops": 3.0e6, "architecture": {"num_layers": 2}}),
+            (TrialState.PRUNED, None, {"infeasible": "architecture.num_layers: too deep"}),
+            (TrialState.FAIL, None, {"fail_reason": "cancelled", "lost": True}),
+        ]
+    ):
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                distributions=distributions,
+                user_attrs=attrs,
+                params={"hidden_size": [32, 64][number % 2], "num_layers": 1 + number % 2},
+            )
+        )
     study.add_trial(create_trial(state=TrialState.RUNNING))
     start = datetime.now(timezone.utc) - timedelta(minutes=5)
     with session_scope(server.database_url) as session:
-        session.execute(update(Study).where(Study.name == "seed-trials")
-                        .values(status="succeeded", started_at=start, finished_at=start + timedelta(minutes=4)))
+        session.execute(
+            update(Study)
+            .where(Study.name == "seed-trials")
+            .values(status="succeeded", started_at=start, finished_at=start + timedelta(minutes=4))
+        )
     return ids
 
 
@@ -92,8 +103,12 @@ def api(request, sqlite_server):
     def shipped_space(context, case):
         """Some valid submissions name a shipped space, so they are accepted (201), or clash on a name (409).
         They stay queued: nothing in this test runs a runner."""
-        if (case.operation.label != "POST /api/v1/studies" or not isinstance(case.body, dict) or case.meta is None
-                or case.meta.generation.mode != schemathesis.GenerationMode.POSITIVE):
+        if (
+            case.operation.label != "POST /api/v1/studies"
+            or not isinstance(case.body, dict)
+            or case.meta is None
+            or case.meta.generation.mode != schemathesis.GenerationMode.POSITIVE
+        ):
             return st.just(case)
 
         def submission(name: str | None):
@@ -112,8 +127,13 @@ schema = schemathesis.pytest.from_fixture("api")
 @schema.parametrize()
 # 30 fuzzed cases per operation (plus schemathesis' examples and coverage cases): ~15 s on 2 cores. Derandomized,
 # so a run repeats the last one; raise max_examples and drop derandomize locally to hunt for new failures.
-@settings(max_examples=30, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 def test_every_operation__answers_as_documented(case):
     excluded = []
     if case.operation.label == "POST /api/v1/studies":

@@ -1,0 +1,126 @@
+"""What a trial record is: the user-attribute keys a trial carries in Optuna's tables, its marks, the metric names,
+how trials are counted and which are best, and the statuses a study and a trial can have.
+
+The searcher writes trials with these names; the CLI, the progress bar, the REST API, audits and exports read
+them with the same ones. A new key or rule is added here, once. Light on purpose (no optuna import): the CLI
+reads these names on paths that must start fast. States are compared by their names (``TrialState.name``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+# --- keys --------------------------------------------------------------------------------------------------
+
+ARCHITECTURE = "architecture"  # the sampled architecture (nas.space.spec.Candidate.to_json), set when proposed
+HYPERPARAMETERS = "hyperparameters"
+FAMILY = "family"  # with DATA_SHAPE, what the model is built from without the space (Candidate.build)
+DATA_SHAPE = "data_shape"
+PARAMS = "params"
+NON_EMBEDDING_PARAMS = "non_embedding_params"
+RAY_TRIAL_ID = "ray_trial_id"
+WEIGHTS_PATH = "weights_path"  # the proxy's final checkpoint, set on COMPLETE
+FAIL_REASON = "fail_reason"  # one line: why a FAIL trial failed
+PARENT_TRIAL = "parent_trial"  # on an audit's trials: the number of the audited trial
+
+# Marks. ``infeasible``: a sample the constraints rejected, told PRUNED before Ray saw it. ``lost``: a trial cut
+# short by a cancel, a Ctrl-C or a dead runner, told FAIL; it does not use up the budget, so a resumed study runs
+# it again. Each mark goes with one state only; migration 0003's partial index holds exactly these keys.
+INFEASIBLE = "infeasible"
+LOST = "lost"
+MARK_STATES = {INFEASIBLE: "PRUNED", LOST: "FAIL"}
+MARK_KEYS = tuple(MARK_STATES)
+
+# What a trained trial reports (nas.proxies.loop) and the searcher stores when it ends: figures, then curves.
+SCALAR_METRICS = (
+    "val_loss",
+    "predicted_loss",
+    "train_loss",
+    "step",
+    PARAMS,
+    NON_EMBEDDING_PARAMS,
+    "flops",
+    "latency_ms",
+    "throughput",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "wall_time_s",
+    "knn_accuracy",
+    "zero_cost_grad_norm",
+    "zero_cost_snip",
+    "zero_cost_ms",
+)
+CURVES = ("val_curve", "train_curve")
+STORED_METRICS = SCALAR_METRICS + CURVES
+# What the API shows of a trial (curves are left out of pages of trials: they are the bulk of a record).
+SHOWN_METRICS = (*SCALAR_METRICS, FAIL_REASON, *MARK_KEYS)
+SHOWN_ATTRS = (ARCHITECTURE, HYPERPARAMETERS, *SHOWN_METRICS)
+
+# --- statuses ----------------------------------------------------------------------------------------------
+
+StudyStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+STUDY_STATUSES: tuple[str, ...] = get_args(StudyStatus)
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+ACTIVE_STATUSES = ("queued", "running")  # a runner will (still) work on it
+TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
+TRIAL_STATE_NAMES: tuple[str, ...] = get_args(TrialStateName)  # Optuna's TrialState names (a test checks)
+
+# --- counting ----------------------------------------------------------------------------------------------
+
+COUNT_KEYS = ("complete", "pruned", "failed", "running", "infeasible", "lost")
+
+
+def outcome(state: Any, user_attrs: Mapping[str, Any]) -> str | None:
+    """The count a trial in ``state`` (an Optuna TrialState) falls in, one of COUNT_KEYS; None while it waits."""
+    name = state.name
+    if name == "PRUNED":
+        return INFEASIBLE if INFEASIBLE in user_attrs else "pruned"
+    if name == "FAIL":
+        return LOST if LOST in user_attrs else "failed"
+    return {"COMPLETE": "complete", "RUNNING": "running"}.get(name)
+
+
+def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
+    """Trials by outcome: infeasible samples apart from scheduler prunes, lost trials apart from real failures."""
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    for trial in trials:
+        key = outcome(trial.state, trial.user_attrs)
+        if key is not None:
+            counts[key] += 1
+    return counts
+
+
+def counts_from_totals(by_state: Mapping[str, int], marked: Mapping[str, int]) -> dict[str, int]:
+    """The same counts from SQL aggregates: trials per state name, and marked trials per mark (each on its state)."""
+    infeasible, lost = marked.get(INFEASIBLE, 0), marked.get(LOST, 0)
+    return {
+        "complete": by_state.get("COMPLETE", 0),
+        "pruned": by_state.get("PRUNED", 0) - infeasible,
+        "failed": by_state.get("FAIL", 0) - lost,
+        "running": by_state.get("RUNNING", 0),
+        "infeasible": infeasible,
+        "lost": lost,
+    }
+
+
+def finished(counts: Mapping[str, int]) -> int:
+    """Trials that used up the budget: trained to the end, pruned by the scheduler, or failed on their own."""
+    return counts["complete"] + counts["pruned"] + counts["failed"]
+
+
+# --- best --------------------------------------------------------------------------------------------------
+
+
+def best_trials(study: Any, limit: int = 5) -> list[FrozenTrial]:
+    """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front, by the first."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.values[0])[:limit]
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)[:limit]
