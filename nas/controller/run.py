@@ -114,7 +114,8 @@ def run_study(
         raise
     except Exception as exc:
         _fail_running_trials(url, name, f"study failed: {exc}")
-        set_status(url, name, "failed", f"{type(exc).__name__}: {exc}")
+        # A user's mistake reads as its message; anything else keeps its type, to be looked up.
+        set_status(url, name, "failed", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         raise
     set_status(url, name, outcome.status, outcome.error)
     return outcome

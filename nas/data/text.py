@@ -69,36 +69,45 @@ def python_docs() -> list[str]:
 def read_text_files(source: Source, text_field: str) -> list[str]:
     documents: list[str] = []
     for path in source.files:
-        suffix = path.suffix.lower()
-        if suffix == ".txt":
-            documents.extend(
-                part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if part.strip()
-            )
-        elif suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-                    text = record.get(text_field) if isinstance(record, dict) else None
-                    if not isinstance(text, str):
-                        raise DataError(f"{path}:{number}: no text field {text_field!r} (set data.text_field)")
-                    documents.append(text)
-        elif suffix == ".parquet":
-            try:
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise DataError("reading .parquet needs pyarrow: pip install 'ssl-nas[parquet]'") from None
-            table = pq.read_table(path)
-            if text_field not in table.column_names:
-                raise DataError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
-            documents.extend(t for t in table.column(text_field).to_pylist() if isinstance(t, str))
+        try:
+            documents.extend(_read_text_file(path, text_field))
+        except DataError:
+            raise
+        except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8; a corrupt parquet (pyarrow's errors are these)
+            raise DataError(f"{path}: cannot be read as text ({type(exc).__name__}: {exc})") from None
     if not documents:
         raise DataError(f"{source.spec!r} holds no text")
     return documents
+
+
+def _read_text_file(path: Path, text_field: str) -> list[str]:
+    """The documents of one .txt (paragraphs), .jsonl (``text_field`` of each line) or .parquet file."""
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if part.strip()]
+    if suffix == ".jsonl":
+        documents: list[str] = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+                text = record.get(text_field) if isinstance(record, dict) else None
+                if not isinstance(text, str):
+                    raise DataError(f"{path}:{number}: no text field {text_field!r} (set data.text_field)")
+                documents.append(text)
+        return documents
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("reading .parquet needs pyarrow: pip install 'ssl-nas[parquet]'") from None
+    table = pq.read_table(path)
+    if text_field not in table.column_names:
+        raise DataError(f"{path}: no column {text_field!r} (columns: {', '.join(table.column_names)})")
+    return [t for t in table.column(text_field).to_pylist() if isinstance(t, str)]
 
 
 def load_documents(source: Source, text_field: str = "text") -> list[str]:

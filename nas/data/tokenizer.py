@@ -9,6 +9,7 @@ same model on the same token ids.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -56,6 +57,9 @@ def tokenizer_dir(documents: list[str], vocab_size: int) -> tuple[Path, bool]:
     # A private staging folder, published by one rename: concurrent trainers (Ray workers, benchmark processes)
     # must not write into each other's files. Whichever renames first wins; the result is the same.
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); a shared NAS_HOME needs the usual mode
     fast.save_pretrained(tmp)
     try:
         tmp.replace(folder)

@@ -30,7 +30,7 @@ def create_study_row(
 def add_study_row(session, name: str, space: SearchSpace, status: str = "queued", owner: str | None = None) -> Study:
     """Insert a new study row in ``session`` (the CLI's own session, or an API request's); StudyExists if taken."""
     if session.scalar(select(Study.id).where(Study.name == name)) is not None:
-        raise StudyExists(f"a study named {name!r} already exists; choose another name")
+        raise StudyExists(f"a study named {name!r} already exists; choose another name (--study-name)")
     row = new_study_row(name, space, status, owner)
     session.add(row)
     session.flush()

@@ -80,3 +80,12 @@ def test_tokenizer__training_twice_on_one_corpus_gives_the_same_ids(tmp_path, mo
         assert not hit
         trained.append((folder / "tokenizer.json").read_bytes())
     assert trained[0] == trained[1]
+
+
+def test_text_that_is_not_utf8__is_a_data_error_naming_the_file(tmp_path):
+    """A user's mistake, reported as one line by the CLI and the API, never a traceback."""
+    from nas.catalog import DataError
+
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as text"):
+        prepare_data(DataSpec(source=str(tmp_path / "bad.jsonl")), "text", 0)

@@ -151,7 +151,7 @@ def test_health_and_metrics(sqlite_server):
 
 def test_cancel_resume_and_budget_extension__change_trial_counts(ray_cluster, sqlite_server):
     alice = sqlite_server.client(token_for(sqlite_server, "alice"))
-    slow = {**TINY_TEXT, "search.trials": 4, "proxy.steps": 400, "proxy.eval_every": 100, "search.scheduler": "none"}
+    slow = {**TINY_TEXT, "search.trials": 3, "proxy.steps": 400, "proxy.eval_every": 100, "search.scheduler": "none"}
     study = alice.post("/api/v1/studies", json={"space": "text-mlm-tiny", "overrides": slow}).json()
     url = f"/api/v1/studies/{study['id']}"
 
@@ -166,29 +166,29 @@ def test_cancel_resume_and_budget_extension__change_trial_counts(ray_cluster, sq
     canceller.join(timeout=5)
     cancelled = alice.get(url).json()
     assert cancelled["status"] == "cancelled", cancelled
-    assert cancelled["counts"]["running"] == 0 and cancelled["counts"]["finished"] < 4
+    assert cancelled["counts"]["running"] == 0 and cancelled["counts"]["finished"] < 3
     failed_by_cancel = alice.get(f"{url}/trials", params={"state": "FAIL"}).json()["data"]
     assert failed_by_cancel and all(t["metrics"].get("fail_reason") == "cancelled" for t in failed_by_cancel)
     kept = cancelled["counts"]["finished"]
 
     assert alice.post(f"{url}/resume").json()["status"] == "queued"
-    fast = alice.patch(url, json={"trials": 4})  # budget unchanged, still queued
+    fast = alice.patch(url, json={"trials": 3})  # budget unchanged, still queued
     assert fast.status_code == 200 and fast.json()["status"] == "queued"
     run_queue(sqlite_server)
     resumed = alice.get(url).json()
-    assert resumed["status"] == "succeeded" and resumed["counts"]["finished"] == 4
+    assert resumed["status"] == "succeeded" and resumed["counts"]["finished"] == 3
     counts = resumed["counts"]
     assert (
-        alice.get(f"{url}/trials").json()["count"] - counts["infeasible"] - counts["lost"] == 4
+        alice.get(f"{url}/trials").json()["count"] - counts["infeasible"] - counts["lost"] == 3
     )  # kept ones not re-run
     assert counts["lost"] >= 1  # the trials the cancel cut short
-    assert kept <= 4
+    assert kept <= 3
 
-    extended = alice.patch(url, json={"trials": 5}).json()
-    assert extended["status"] == "queued" and extended["counts"]["budget"] == 5
+    extended = alice.patch(url, json={"trials": 4}).json()
+    assert extended["status"] == "queued" and extended["counts"]["budget"] == 4
     run_queue(sqlite_server)
     final = alice.get(url).json()
-    assert final["status"] == "succeeded" and final["counts"]["finished"] == 5
+    assert final["status"] == "succeeded" and final["counts"]["finished"] == 4
     assert alice.patch(url, json={"trials": 2}).status_code == 409  # below the finished trials
 
 
