@@ -49,7 +49,6 @@ def _quiet_libraries() -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
@@ -77,8 +76,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Retrain the study's top and random architectures at --factor x the proxy's steps; report rank agreement."""
-    from sqlalchemy.exc import IntegrityError
-
     from nas.audit.run import AuditError, add_audit_row, plan_audit, report_table, run_audit, write_audit_plot
     from nas.store import get_study_row, session_scope, set_status
 
@@ -88,11 +85,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = _database(args)
     plan, space = plan_audit(url, args.study, args.top, args.random, args.factor)
-    try:
-        with session_scope(url) as session:
-            name = add_audit_row(session, get_study_row(url, args.study), plan, space, status="running").name
-    except IntegrityError:
-        raise AuditError(f"another audit of {args.study!r} was created at the same moment; try again") from None
+    with session_scope(url) as session:
+        name = add_audit_row(session, get_study_row(url, args.study), plan, space, status="running").name
     print(
         f"audit {name}: {len(plan.trials)} architectures of {args.study}, {space.proxy.steps} steps each "
         f"({plan.factor:g}x the proxy)"
@@ -141,7 +135,6 @@ def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> Non
 
 
 def cmd_spaces_validate(args: argparse.Namespace) -> int:
-
     status = EXIT_OK
     for item in args.files:  # every file is checked, so the errors of all of them show at once
         try:
@@ -164,7 +157,6 @@ def _size_text(space) -> str:
 
 
 def cmd_spaces_list(args: argparse.Namespace) -> int:
-
     rows = [("name", "family", "task", "trials", "size", "description")]
     for path in list_shipped_spaces():
         try:

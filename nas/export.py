@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ class TrialRecord:
     params: dict[str, Any]
     weights_path: str | None
     tokenizer_dir: str | None
-    model_record: dict[str, Any] = field(default_factory=dict)  # family and data shape, on trials that record them
+    data_shape: dict[str, Any] | None = None  # what the model was built for, on trials that record it
 
 
 def load_trial(url: str, study_name: str, number: int | None = None, space_yaml: str | None = None) -> TrialRecord:
@@ -117,7 +117,7 @@ def load_trial(url: str, study_name: str, number: int | None = None, space_yaml:
         dict(trial.params),
         attrs.get(WEIGHTS_PATH),
         study.user_attrs.get("tokenizer_dir"),
-        {k: attrs[k] for k in (FAMILY, DATA_SHAPE) if k in attrs},
+        attrs.get(DATA_SHAPE),
     )
 
 
@@ -139,12 +139,9 @@ def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwri
     family = get_family(space.family)
     torch.manual_seed(space.search.seed)
     try:
-        if record.model_record:  # the record alone rebuilds the model (Candidate.build)
-            model = get_family(record.model_record[FAMILY]).build(
-                record.architecture, DataShape(**record.model_record[DATA_SHAPE])
-            )
-        else:  # a trial stored before records carried their family and data shape
-            model = family.build(family.resolve(record.architecture), space.data_shape)
+        # The data shape the trial recorded; trials stored before records carried it use the space's.
+        shape = DataShape(**record.data_shape) if record.data_shape else space.data_shape
+        model = family.build(family.resolve(record.architecture), shape)
     except (KeyError, TypeError, ValueError) as error:
         raise ExportError(
             f"trial {record.number}'s architecture config cannot be built as a {space.family} model: "
@@ -264,7 +261,6 @@ def read_export(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def load_exported_model(folder: Path, family: str):
     """The trainable model of an export, as its family saved it (nas.models: ModelFamily.load_pretrained)."""
-
     folder = Path(folder)
     provenance = json.loads((folder / PROVENANCE_FILE).read_text())
     return get_family(family).load_pretrained(folder, provenance["architecture"])

@@ -236,8 +236,9 @@ def _write_outputs(folder: Path, out: Path, checkpoint: Path, family: str, prove
     target = out / "model"
     if target.exists():
         shutil.rmtree(target)
-    get_family(family).save_pretrained(model, target)
-    written = ("config.json", "model.safetensors", PROVENANCE_FILE, *get_family(family).extra_files)
+    model_family = get_family(family)
+    model_family.save_pretrained(model, target)
+    written = ("config.json", "model.safetensors", PROVENANCE_FILE, *model_family.extra_files)
     for item in folder.iterdir():  # tokenizer or image processor files, the recipe
         if item.is_file() and item.name not in written:
             shutil.copy2(item, target / item.name)

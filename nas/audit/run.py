@@ -92,7 +92,6 @@ def plan_audit(
 
 
 def audit_space(parent_space: SearchSpace, plan: AuditPlan) -> SearchSpace:
-
     overrides = {
         **long_run_overrides(parent_space, plan.factor),
         "objectives": ["val_loss"],
@@ -124,9 +123,10 @@ def add_audit_row(session, parent, plan: AuditPlan, space: SearchSpace, status: 
     """The audit's study row (kind "audit", linked to ``parent`` and owned by its owner), added to ``session``.
 
     One audit of a study at a time: AuditError while another is queued or running. Two callers racing past that
-    check meet the unique study name and get sqlalchemy's IntegrityError on flush.
+    check meet the unique study name on flush; the loser gets an AuditError too.
     """
     from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
 
     from nas.store.models import Study
     from nas.store.studies import new_study_row
@@ -148,7 +148,10 @@ def add_audit_row(session, parent, plan: AuditPlan, space: SearchSpace, status: 
         audit_plan=plan.to_json(),
     )
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AuditError(f"another audit of {parent.name!r} was created at the same moment; try again") from None
     return row
 
 
@@ -234,7 +237,6 @@ def audit_report(url: str, name: str, plan: AuditPlan) -> dict[str, Any]:
 
 
 def report_table(report: dict[str, Any]) -> str:
-
     lines = [
         f"audit of {report['parent']}: {report['finished']} of {report['planned']} architectures retrained at "
         f"{report['factor']:g}x the proxy's steps"
@@ -346,7 +348,6 @@ def _optuna_study(url: str, name: str):
 
 
 def _parent_space(parent: str, spec: str) -> SearchSpace:
-
     try:
         return parse_space(yaml.safe_load(spec), check_data=False, check_satisfiable=False)
     except SpaceError as error:  # stored by an older release whose spaces this one no longer accepts

@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas.controller.stopping import StopFlag
 from nas.space.spec import Candidate, SearchSpace
-from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, RAY_TRIAL_ID, STORED_METRICS, WEIGHTS_PATH
+from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, PARAMS, RAY_TRIAL_ID, STORED_METRICS, WEIGHTS_PATH
 
 
 def error_reason(text: str | None, limit: int = 500) -> str:
@@ -99,7 +99,7 @@ class CandidateSearcher(OptunaSearch):
             problems = self.space.feasibility(candidate)
             if problems:
                 ot_trial.set_user_attr(INFEASIBLE, "; ".join(f"{path}: {message}" for path, message in problems))
-                ot_trial.set_user_attr("params", candidate.params.total)
+                ot_trial.set_user_attr(PARAMS, candidate.params.total)
                 self.study.tell(ot_trial, state=TrialState.PRUNED)
                 continue
             return self._start(trial_id, ot_trial, candidate)

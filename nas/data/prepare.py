@@ -77,7 +77,6 @@ def _split(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
 
 
 def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
-
     documents = load_documents(source, spec.text_field)
     fingerprint, cached = _load_cached(
         {

@@ -73,7 +73,7 @@ def read_text_files(source: Source, text_field: str) -> list[str]:
             documents.extend(_read_text_file(path, text_field))
         except DataError:
             raise
-        except (UnicodeDecodeError, ValueError) as exc:  # not UTF-8; a corrupt parquet (pyarrow's errors are these)
+        except ValueError as exc:  # not UTF-8 (UnicodeDecodeError), a corrupt parquet (pyarrow's ArrowInvalid)
             raise DataError(f"{path}: cannot be read as text ({type(exc).__name__}: {exc})") from None
     if not documents:
         raise DataError(f"{source.spec!r} holds no text")

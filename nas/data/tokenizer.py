@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 from nas.models.transformer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
@@ -54,12 +54,10 @@ def tokenizer_dir(documents: list[str], vocab_size: int) -> tuple[Path, bool]:
         mask_token="[MASK]",
         model_max_length=1_000_000,
     )
-    # A private staging folder, published by one rename: concurrent trainers (Ray workers, benchmark processes)
-    # must not write into each other's files. Whichever renames first wins; the result is the same.
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); a shared NAS_HOME needs the usual mode
+    # A staging folder of this trainer's own, published by one rename: concurrent trainers (Ray workers,
+    # benchmark processes) must not write into each other's files. Whichever renames first wins; the result is
+    # the same. (Named, not mkdtemp'd: save_pretrained creates it with the usual mode for a shared NAS_HOME.)
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     fast.save_pretrained(tmp)
     try:
         tmp.replace(folder)

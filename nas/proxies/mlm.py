@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from transformers import BertForMaskedLM  # a proxy module is imported only to train (nas.proxies.registry)
 
 from nas.proxies.base import Proxy
 from nas.proxies.masking import mask_tokens
@@ -21,8 +23,6 @@ class MaskedLanguageModelling(Proxy):
         return [mask_tokens(rows, self.hp["mask_prob"], self.shape.vocab_size, generator) for rows in self.fixed_rows()]
 
     def loss(self, model, batch):
-        from transformers import BertForMaskedLM
-
         if isinstance(model, BertForMaskedLM):  # not wrapped by DDP, so its parts may be called one by one
             return sparse_bert_loss(model, batch["input_ids"], batch["labels"])
         return model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
@@ -38,8 +38,6 @@ def sparse_bert_loss(model, input_ids: torch.Tensor, labels: torch.Tensor) -> to
     the full (tokens x vocabulary) projection is most of the step (2-4x on CPU). ModernBERT does the same itself
     (``sparse_prediction`` in its config, set by nas.models.transformer).
     """
-    import torch.nn.functional as F
-
     hidden = model.bert(input_ids=input_ids).last_hidden_state
     chosen = labels != -100
     return F.cross_entropy(model.cls(hidden[chosen]), labels[chosen])

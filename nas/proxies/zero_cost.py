@@ -26,15 +26,16 @@ def zero_cost_scores(model: torch.nn.Module, proxy: Any, batch: dict[str, torch.
     clone = copy.deepcopy(model)
     clone.train()
     device = next(clone.parameters()).device
+    trainable = [p for p in clone.parameters() if p.requires_grad]
     # The same dropout draws for every trial, without touching the generators the training run goes on to use.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.random.default_generator.manual_seed(0)
         if device.type == "cuda":
             torch.cuda.manual_seed(0)  # the current device only: the one forked above
         loss = proxy.loss(clone, batch)
-        grads = torch.autograd.grad(loss, [p for p in clone.parameters() if p.requires_grad], allow_unused=True)
+        grads = torch.autograd.grad(loss, trainable, allow_unused=True)
     grad_norm = snip = 0.0
-    for parameter, grad in zip([p for p in clone.parameters() if p.requires_grad], grads):
+    for parameter, grad in zip(trainable, grads):
         if grad is None:
             continue
         grad_norm += float(grad.float().norm())

@@ -79,17 +79,13 @@ def create_study(session: Session, body: StudyCreate, space: SearchSpace, owner:
 
 def create_audit(session: Session, url: str, parent: Study, body: AuditCreate) -> Study:
     """Queue an audit of ``parent`` (a runner picks it up like a study); Conflict when it cannot be audited."""
-    from sqlalchemy.exc import IntegrityError
-
     from nas.audit.run import AuditError, add_audit_row, plan_audit
 
     try:
         plan, space = plan_audit(url, parent.name, body.top, body.random, body.factor)
         return add_audit_row(session, parent, plan, space)
-    except AuditError as error:
+    except AuditError as error:  # not auditable, or another request created an audit of it at the same moment
         raise Conflict(str(error)) from None
-    except IntegrityError:  # another request created an audit of this study at the same moment
-        raise Conflict(f"another audit of {parent.name!r} was created at the same moment") from None
 
 
 def audit_public(session: Session, url: str, row: Study) -> AuditPublic:
