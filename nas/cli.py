@@ -36,7 +36,6 @@ def _database(args: argparse.Namespace) -> str:
 
 
 def _quiet_libraries() -> None:
-    import logging
     import warnings
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -46,6 +45,9 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module="optuna")
     logging.getLogger("ray").setLevel(logging.ERROR)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    # Tune's experiment snapshot is not our record (Optuna's tables are) and no resume reads it. After a Ctrl-C its
+    # last copy can race the local Ray session's clean-up and log a traceback that would only alarm the user.
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

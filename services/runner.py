@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import uuid
 from datetime import timedelta
 from typing import Any, cast
 
+import yaml
 from sqlalchemy import CursorResult, or_, select, update
 
+from nas.audit.run import AuditPlan, run_audit
+from nas.controller.run import ensure_ray, run_study
 from nas.controller.stopping import StopFlag
 from nas.space import SpaceError, apply_overrides, parse_space
 from nas.store.db import session_scope, upgrade
 from nas.store.models import Runner as RunnerRow
 from nas.store.models import Study, utcnow
+from nas.store.studies import set_status
 
 log = logging.getLogger("nas.runner")
 
@@ -80,6 +85,7 @@ class StudyRunner:
     def run_forever(self, max_studies: int | None = None, exit_when_idle: bool = False) -> int:
         """Claim and run studies until stopped (or ``max_studies`` ran, or, if asked, nothing is queued)."""
         upgrade(self.url)
+        ensure_ray()  # before any claim: a Ray that cannot start stops this runner, not a user's study
         self._beat(None)  # register this runner
         done = 0
         try:
@@ -105,22 +111,15 @@ class StudyRunner:
 
     def run_claimed(self, study: Study) -> str:
         """Run one claimed study to its end; returns its final status."""
-        from nas.controller.run import run_study
-        from nas.store.studies import set_status
-
         stop = StopFlag()
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, args=(study.id, stop), daemon=True, name=f"heartbeat-{study.id}"
         )
         heartbeat.start()
         try:
-            import yaml
-
             raw = apply_overrides(yaml.safe_load(study.spec), {"search.trials": study.trials})
             space = parse_space(raw, study.space_name, check_data=True, check_satisfiable=False)
             if study.kind == "audit":
-                from nas.audit.run import AuditPlan, run_audit
-
                 assert study.audit_plan is not None  # every audit row is created with its plan
                 outcome = run_audit(
                     self.url,
@@ -190,8 +189,6 @@ class StudyRunner:
 
 def main(url: str, lease_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 2.0) -> None:
     """Entry point of ``nas worker``: run until SIGTERM / Ctrl-C."""
-    import signal
-
     runner = StudyRunner(url, lease_s=lease_s, heartbeat_s=heartbeat_s, poll_s=poll_s)
 
     def _terminate(signum, frame):

@@ -38,6 +38,12 @@ COST_METRICS = ("params", "non_embedding_params", "flops", "latency_ms", "throug
 POSTGRES_ADMIN_URL = os.environ.get("NAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that train through Ray first: under xdist (a module at a time, in this order) the quick modules
+    then fill the tail instead of one slow module running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("ray") is None)
+
+
 @pytest.fixture(autouse=True)
 def nas_home(tmp_path_factory, monkeypatch):
     """Every test gets its own caches and Ray result folders, never the user's."""

@@ -45,21 +45,10 @@ def history_of(model_folder) -> list[dict]:
     return json.loads((model_folder / "nas_provenance.json").read_text())["pretraining"]["history"]
 
 
-def test_pretrain__two_cpu_workers_lower_the_loss_and_write_a_loadable_folder(exported, tmp_path, monkeypatch):
-    folder, home = exported
-    monkeypatch.setenv("NAS_HOME", str(home))
-    model = run_pretraining(folder, tmp_path / "out", max_steps=30, workers=2, progress=False)
-    history = history_of(model)
-    assert history[-1]["step"] == 30 and len(history) >= 4
-    assert history[-1]["loss"] < history[0]["loss"]
-    assert (tmp_path / "out" / "loss_curve.png").stat().st_size > 1000
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-    assert AutoModelForMaskedLM.from_pretrained(model).config.num_hidden_layers == 1
-    assert AutoTokenizer.from_pretrained(model).mask_token == "[MASK]"
-
-
-def test_pretrain__resumes_from_the_last_checkpoint_after_a_kill(exported, tmp_path, monkeypatch):
+def test_pretrain__killed_run_resumes_on_two_workers_lowers_the_loss_and_writes_a_loadable_folder(
+    exported, tmp_path, monkeypatch
+):
+    """One worker is killed -9 after a checkpoint; the run resumes there with DDP on 2 CPU workers."""
     folder, home = exported
     monkeypatch.setenv("NAS_HOME", str(home))
     copy = tmp_path / "export"
@@ -88,13 +77,19 @@ def test_pretrain__resumes_from_the_last_checkpoint_after_a_kill(exported, tmp_p
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
     with pytest.raises(PretrainError, match="--resume"):
-        run_pretraining(copy, out, max_steps=25, workers=1, progress=False)
-    model = run_pretraining(copy, out, max_steps=25, workers=1, resume=True, progress=False)
+        run_pretraining(copy, out, max_steps=30, workers=2, progress=False)
+    model = run_pretraining(copy, out, max_steps=30, workers=2, resume=True, progress=False)
     progress = json.loads((out / "progress.json").read_text())
     assert progress["resumed_from"] >= 5 and progress["resumed_from"] % 5 == 0
     history = history_of(model)
-    assert history[-1]["step"] == 25
+    assert history[-1]["step"] == 30 and len(history) >= 4
     assert [h["step"] for h in history if h["step"] <= progress["resumed_from"]]  # the history before the kill is kept
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    assert AutoModelForMaskedLM.from_pretrained(model).config.num_hidden_layers == 1
+    assert AutoTokenizer.from_pretrained(model).mask_token == "[MASK]"
 
 
 def test_pretrain__missing_or_foreign_folders_get_clear_errors(tmp_path):

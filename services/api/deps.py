@@ -28,7 +28,10 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session commits when the route returns, before the response is sent. FastAPI's default
+# ends a yield dependency after sending, so a client could read its 201 before the row was committed (a GET
+# right after answered 404 under load), and a failed commit would follow a success reply.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(

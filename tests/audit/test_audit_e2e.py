@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -13,7 +17,7 @@ from nas.controller import run_study
 from nas.space import load_space
 from nas.store import Study, get_study_row, session_scope
 from nas.store.db import optuna_storage
-from tests.conftest import SPACES
+from tests.conftest import SPACES, nas_home_set_to
 
 pytestmark = pytest.mark.ray
 
@@ -34,12 +38,32 @@ PARENT = [
 ]
 
 
-def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agreement(
-    ray_cluster, sqlite_url, tmp_path, capsys
-):
-    space = load_space(SPACES / "text-mlm-tiny.yaml", PARENT)
-    assert run_study(space, "parent", sqlite_url, progress=False).status == "succeeded"
-    parent = optuna.load_study(study_name="parent", storage=optuna_storage(sqlite_url))
+@pytest.fixture(scope="module")
+def parent_database(ray_cluster, tmp_path_factory) -> Path:
+    """One finished 4-trial study named "parent", trained once; each test audits its own copy of the file."""
+    home = tmp_path_factory.mktemp("audit_parent")
+    with nas_home_set_to(home):
+        url = f"sqlite:///{home / 'parent.db'}"
+        assert run_study(load_space(SPACES / "text-mlm-tiny.yaml", PARENT), "parent", url, progress=False).status == (
+            "succeeded"
+        )
+    return home / "parent.db"
+
+
+@pytest.fixture
+def parent_url(parent_database, tmp_path) -> str:
+    copy = tmp_path / "nas.db"
+    # SQLite's backup API, not a file copy: the study's last writes may still sit in its write-ahead log.
+    with (
+        contextlib.closing(sqlite3.connect(parent_database)) as source,
+        contextlib.closing(sqlite3.connect(copy)) as target,
+    ):
+        source.backup(target)
+    return f"sqlite:///{copy}"
+
+
+def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agreement(parent_url, tmp_path, capsys):
+    parent = optuna.load_study(study_name="parent", storage=optuna_storage(parent_url))
     by_proxy = sorted(parent.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.value)
 
     code = main(
@@ -55,7 +79,7 @@ def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agree
             "--plots",
             str(tmp_path),
             "--storage",
-            sqlite_url,
+            parent_url,
             "--no-progress",
         ]
     )
@@ -63,10 +87,10 @@ def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agree
     printed = capsys.readouterr().out
     assert "the study's proxy" in printed and "non-embedding params" in printed and "zero-cost score" in printed
 
-    row = get_study_row(sqlite_url, "parent-audit")
+    row = get_study_row(parent_url, "parent-audit")
     assert row.kind == "audit" and row.status == "succeeded"
-    assert row.parent_id == get_study_row(sqlite_url, "parent").id
-    audit = optuna.load_study(study_name="parent-audit", storage=optuna_storage(sqlite_url))
+    assert row.parent_id == get_study_row(parent_url, "parent").id
+    audit = optuna.load_study(study_name="parent-audit", storage=optuna_storage(parent_url))
     audited = audit.get_trials(states=(TrialState.COMPLETE,))
     assert len(audited) == 3
     numbers = {t.user_attrs["parent_trial"] for t in audited}
@@ -93,7 +117,7 @@ def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agree
     assert report["proxy"]["kendall_tau"] == pytest.approx(expected.statistic)
     assert (tmp_path / "audit_scatter.png").stat().st_size > 0
 
-    assert main(["studies", "show", "parent", "--storage", sqlite_url]) == 0
+    assert main(["studies", "show", "parent", "--storage", parent_url]) == 0
     assert "audit of parent: 3 of 3 architectures" in capsys.readouterr().out
 
 
@@ -110,23 +134,21 @@ def test_audit__refuses_a_study_it_cannot_rank(ray_cluster, sqlite_url, capsys):
     assert "the stored space of 'lonely' is no longer valid" in capsys.readouterr().err
 
 
-def test_audit__resumed_after_a_lost_trial_retrains_it_and_every_planned_one(ray_cluster, sqlite_url):
-    space = load_space(SPACES / "text-mlm-tiny.yaml", [*PARENT, "search.trials=3"])
-    run_study(space, "parent", sqlite_url, progress=False)
-    plan, audit_space = plan_audit(sqlite_url, "parent", top=3, random_count=0, factor=2)
-    with session_scope(sqlite_url) as session:
-        name = add_audit_row(session, get_study_row(sqlite_url, "parent"), plan, audit_space, status="running").name
+def test_audit__resumed_after_a_lost_trial_retrains_it_and_every_planned_one(parent_url):
+    plan, audit_space = plan_audit(parent_url, "parent", top=3, random_count=0, factor=2)
+    with session_scope(parent_url) as session:
+        name = add_audit_row(session, get_study_row(parent_url, "parent"), plan, audit_space, status="running").name
     # A runner died while training the first planned trial: its trial is left RUNNING.
-    dead = optuna.create_study(study_name=name, storage=optuna_storage(sqlite_url)).ask()
+    dead = optuna.create_study(study_name=name, storage=optuna_storage(parent_url)).ask()
     dead.set_user_attr("parent_trial", plan.trials[0])
 
-    outcome = run_audit(sqlite_url, name, plan, audit_space, progress=False, create_row=False)
+    outcome = run_audit(parent_url, name, plan, audit_space, progress=False, create_row=False)
     assert outcome.status == "succeeded"
-    audit = optuna.load_study(study_name=name, storage=optuna_storage(sqlite_url))
+    audit = optuna.load_study(study_name=name, storage=optuna_storage(parent_url))
     assert sorted(t.user_attrs["parent_trial"] for t in audit.get_trials(states=(TrialState.COMPLETE,))) == sorted(
         plan.trials
     )
     assert audit.trials[0].state == TrialState.FAIL and audit.trials[0].user_attrs["lost"]
-    report = audit_report(sqlite_url, name, plan)
+    report = audit_report(parent_url, name, plan)
     assert report["finished"] == 3 and report["proxy"]["kendall_tau"] is not None
     assert report["proxy"]["top_k_overlap"] is None  # 3 rows, k = 3: any ranking has the same top 3

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -81,25 +83,50 @@ def token_for(server: Server, name: str, admin: bool = False) -> str:
     return create_token(server.database_url, name, is_admin=admin)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    explain: Callable[[], str] | None = None,
+):
+    """Poll ``predicate`` until it is truthy; on time-out fail with ``explain()`` (what the test saw) appended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{explain()}" if explain else ""))
 
 
-def start_worker(database_url: str, *extra: str) -> subprocess.Popen:
-    """``nas worker`` as its own process (and process group, so a test can kill -9 all of it)."""
-    return subprocess.Popen(
+def start_worker(database_url: str, *extra: str, ray_address: str | None = None) -> subprocess.Popen:
+    """``nas worker`` as its own process (and process group, so a test can kill -9 all of it).
+
+    With ``ray_address`` it joins that cluster, as runners in docker-compose do; else it starts its own Ray.
+    Its output goes to a temporary log file (``process.log_path``), which ``worker_logs`` shows when a test fails.
+    """
+    log = tempfile.NamedTemporaryFile(prefix="nas-worker-", suffix=".log", delete=False)
+    environment = {**os.environ, **({"RAY_ADDRESS": ray_address} if ray_address else {})}
+    process = subprocess.Popen(
         [sys.executable, "-m", "nas", "worker", "--storage", database_url, "--poll", "0.5", *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ},
+        env=environment,
     )
+    log.close()
+    process.log_path = log.name  # type: ignore[attr-defined]
+    return process
+
+
+def worker_logs(*processes: subprocess.Popen, tail: int = 4000) -> str:
+    """The last ``tail`` characters of each worker's log, for a failure message."""
+    parts = []
+    for process in processes:
+        text = open(process.log_path, errors="replace").read()  # type: ignore[attr-defined]
+        parts.append(f"--- worker {process.pid} (exit {process.poll()}) ---\n{text[-tail:]}")
+    return "\n".join(parts)
 
 
 def stop_worker(process: subprocess.Popen, timeout: float = 60) -> None:
@@ -112,3 +139,5 @@ def stop_worker(process: subprocess.Popen, timeout: float = 60) -> None:
         except (subprocess.TimeoutExpired, ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(process.log_path)  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -91,6 +92,26 @@ def test_auth__the_bootstrap_admin_token_of_the_settings_sees_every_study(sqlite
         assert server.client("nas_bootstrap-secreT").get("/api/v1/studies").status_code == 401
 
 
+def test_a_reply_comes_after_its_commit__a_slow_commit_delays_the_201_not_the_data(sqlite_server):
+    """A client that reads right after its 201 must find what it created, however slowly the database commits."""
+    from sqlalchemy import event
+
+    from nas.store.db import get_engine
+
+    engine = get_engine(sqlite_server.database_url)  # the server's engine: it runs in this process
+
+    def slow_commit(connection):
+        time.sleep(1.0)
+
+    alice = sqlite_server.client(token_for(sqlite_server, "alice"))
+    event.listen(engine, "commit", slow_commit)
+    try:
+        study = submit(alice, name="committed-first")
+        assert alice.get(f"/api/v1/studies/{study['id']}").status_code == 200
+    finally:
+        event.remove(engine, "commit", slow_commit)
+
+
 def test_bad_input__answers_4xx_with_a_message_and_writes_nothing(sqlite_server):
     alice = sqlite_server.client(token_for(sqlite_server, "alice"))
     invalid = alice.post("/api/v1/studies", json={"space_yaml": "name: x\nfamily: rnn\ntask: mlm\n"})
@@ -151,7 +172,7 @@ def test_health_and_metrics(sqlite_server):
 
 def test_cancel_resume_and_budget_extension__change_trial_counts(ray_cluster, sqlite_server):
     alice = sqlite_server.client(token_for(sqlite_server, "alice"))
-    slow = {**TINY_TEXT, "search.trials": 3, "proxy.steps": 400, "proxy.eval_every": 100, "search.scheduler": "none"}
+    slow = {**TINY_TEXT, "search.trials": 3, "proxy.steps": 120, "proxy.eval_every": 40, "search.scheduler": "none"}
     study = alice.post("/api/v1/studies", json={"space": "text-mlm-tiny", "overrides": slow}).json()
     url = f"/api/v1/studies/{study['id']}"
 

@@ -12,10 +12,11 @@ from sqlalchemy import select
 from nas.space import load_space
 from nas.store.db import optuna_storage, session_scope
 from nas.store.models import Study
+from nas.store.trials import FINAL_STATUSES
 from services.api.crud import create_study
 from services.api.schemas import StudyCreate
 from tests.conftest import SPACES
-from tests.services.conftest import TINY_TEXT, start_worker, stop_worker, wait_for
+from tests.services.conftest import TINY_TEXT, start_worker, stop_worker, wait_for, worker_logs
 
 pytestmark = [pytest.mark.ray]
 
@@ -34,6 +35,10 @@ def studies(url: str) -> dict[str, Study]:
         return {row.name: row for row in session.scalars(select(Study))}
 
 
+def study_statuses(url: str) -> str:
+    return "\n".join(f"{name}: {row.status} ({row.error})" for name, row in sorted(studies(url).items()))
+
+
 def trial_states(url: str, name: str) -> list[str]:
     try:
         study = optuna.load_study(study_name=name, storage=optuna_storage(url))
@@ -43,34 +48,42 @@ def trial_states(url: str, name: str) -> list[str]:
 
 
 @pytest.mark.postgres
-def test_two_runners_on_postgresql__run_each_of_six_studies_exactly_once(postgres_url):
+def test_two_runners_on_postgresql__run_each_of_four_studies_exactly_once(ray_cluster, postgres_url):
     one_trial = {**TINY_TEXT, "search.trials": 1}
-    for index in range(6):
+    for index in range(4):
         queue_study(postgres_url, f"queued-{index}", one_trial)
-    workers = [start_worker(postgres_url), start_worker(postgres_url)]
+    address = ray_cluster.get_runtime_context().gcs_address
+    workers = [start_worker(postgres_url, ray_address=address), start_worker(postgres_url, ray_address=address)]
     try:
         wait_for(
-            lambda: all(s.status == "succeeded" for s in studies(postgres_url).values()), 300, "six studies to succeed"
+            lambda: all(s.status in FINAL_STATUSES for s in studies(postgres_url).values()),
+            300,
+            "four studies to end",
+            explain=lambda: f"{study_statuses(postgres_url)}\n{worker_logs(*workers)}",
+        )
+        rows = studies(postgres_url)
+        assert all(row.status == "succeeded" for row in rows.values()), (
+            f"{study_statuses(postgres_url)}\n{worker_logs(*workers)}"
         )
     finally:
         for worker in workers:
             stop_worker(worker)
-    rows = studies(postgres_url)
-    assert len(rows) == 6
+    assert len(rows) == 4
     for name, row in rows.items():
         assert row.attempts == 1, (name, row.attempts)
         assert trial_states(postgres_url, name) == ["COMPLETE"], name
     assert len({row.runner_id for row in rows.values()}) == 2  # both runners took part
 
 
-def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(sqlite_url):
+def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(ray_cluster, sqlite_url):
     budget = 4
     queue_study(
         sqlite_url,
         "survivor",
         {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40},
     )
-    first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1")
+    address = ray_cluster.get_runtime_context().gcs_address
+    first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1", ray_address=address)
     try:
         wait_for(
             lambda: (
@@ -78,14 +91,21 @@ def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(sqlite_url):
             ),
             180,
             "one finished and one running trial",
+            explain=lambda: worker_logs(first),
         )
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
+        stop_worker(first)  # only removes its log now
     assert studies(sqlite_url)["survivor"].status == "running"  # nobody told the database
-    second = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1")
+    second = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1", ray_address=address)
     try:
-        wait_for(lambda: studies(sqlite_url)["survivor"].status in ("succeeded", "failed"), 300, "the study to end")
+        wait_for(
+            lambda: studies(sqlite_url)["survivor"].status in FINAL_STATUSES,
+            300,
+            "the study to end",
+            explain=lambda: worker_logs(second),
+        )
     finally:
         stop_worker(second)
     row = studies(sqlite_url)["survivor"]
