@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,14 +56,44 @@ def check_study_name(name: str) -> str:
     return name
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join ``RAY_ADDRESS`` when set, else start a local Ray on loopback (unless one is already up)."""
+class RayUnreachable(UserError, ConnectionError):
+    pass
+
+
+def gcs_unreachable(address: str) -> str | None:
+    """Why a TCP connection to the Ray cluster at ``address`` (host:port, ``ray://`` allowed) fails; None if it opens."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=1.0):
+            return None
+    except (OSError, ValueError) as error:
+        return str(error)
+
+
+def _wait_for_cluster(address: str, wait_s: float) -> None:
+    """``ray.init`` retries an unreachable address for minutes with nothing but C++ warnings; wait a bounded time
+    (a head may still be starting) and then say which address failed."""
+    if address in ("auto", "local"):
+        return
+    deadline = time.monotonic() + wait_s
+    while (error := gcs_unreachable(address)) is not None:
+        if time.monotonic() >= deadline:
+            raise RayUnreachable(
+                f"cannot reach the Ray cluster at RAY_ADDRESS={address} within {wait_s:.0f} s: {error}"
+            )
+        time.sleep(1.0)
+
+
+def ensure_ray(num_cpus: int | None = None, wait_s: float = 30.0) -> None:
+    """Join ``RAY_ADDRESS`` when set (waiting up to ``wait_s`` for it), else start a local Ray on loopback
+    (unless one is already up)."""
     import ray
 
     if ray.is_initialized():
         return
     address = ray_address()
     if address:
+        _wait_for_cluster(address, wait_s)
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -124,7 +125,7 @@ def worker_logs(*processes: subprocess.Popen, tail: int = 4000) -> str:
     """The last ``tail`` characters of each worker's log, for a failure message."""
     parts = []
     for process in processes:
-        text = open(process.log_path, errors="replace").read()  # type: ignore[attr-defined]
+        text = Path(process.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
         parts.append(f"--- worker {process.pid} (exit {process.poll()}) ---\n{text[-tail:]}")
     return "\n".join(parts)
 

@@ -54,17 +54,19 @@ def test_two_runners_on_postgresql__run_each_of_four_studies_exactly_once(ray_cl
         queue_study(postgres_url, f"queued-{index}", one_trial)
     address = ray_cluster.get_runtime_context().gcs_address
     workers = [start_worker(postgres_url, ray_address=address), start_worker(postgres_url, ray_address=address)]
+
+    def explain() -> str:
+        return f"{study_statuses(postgres_url)}\n{worker_logs(*workers)}"
+
     try:
         wait_for(
             lambda: all(s.status in FINAL_STATUSES for s in studies(postgres_url).values()),
             300,
             "four studies to end",
-            explain=lambda: f"{study_statuses(postgres_url)}\n{worker_logs(*workers)}",
+            explain=explain,
         )
         rows = studies(postgres_url)
-        assert all(row.status == "succeeded" for row in rows.values()), (
-            f"{study_statuses(postgres_url)}\n{worker_logs(*workers)}"
-        )
+        assert all(row.status == "succeeded" for row in rows.values()), explain()
     finally:
         for worker in workers:
             stop_worker(worker)

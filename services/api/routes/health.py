@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import timedelta
 
@@ -10,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from optuna.storages._rdb.models import TrialModel
 from sqlalchemy import func, select, text
 
+from nas.controller.run import gcs_unreachable
 from nas.store.models import Runner, Study, utcnow
 from nas.store.trials import STUDY_STATUSES
 from services.api.deps import SessionDep, SettingsDep
@@ -22,13 +22,8 @@ def ray_reachable(address: str | None) -> str:
     """Without RAY_ADDRESS each runner starts its own local Ray: nothing to reach. Else a TCP probe of the GCS."""
     if not address:
         return "local (each runner starts its own)"
-    target = address.removeprefix("ray://")
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=1.0):
-            return f"reachable at {address}"
-    except (OSError, ValueError) as error:
-        return f"unreachable at {address}: {error}"
+    error = gcs_unreachable(address)
+    return f"reachable at {address}" if error is None else f"unreachable at {address}: {error}"
 
 
 @router.get(
