@@ -25,6 +25,7 @@ HEADLINES = {
         "text >= 0.7, above params and zero-cost, compute <= 0.1; vit-mae and cnn-contrastive >= 0.6",
     ),
     "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
+    "suite_time": ("wall_s", "<= 240 s on 2 CPUs, all passing"),
 }
 
 
