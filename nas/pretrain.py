@@ -3,7 +3,9 @@
 The same objective as the proxy, at full length: gloo on CPU, NCCL and bf16 autocast on GPU. Rank 0 writes a
 checkpoint (weights, optimizer, step, loss history) every ``checkpoint_every`` steps; starting again with the
 same output folder and ``--resume`` continues from the latest one (Ray Train resumes a run of the same name
-and storage path). The result is a save_pretrained folder plus the loss curve as a PNG.
+and storage path, and ``latest_complete_checkpoint`` finds one Ray had not registered yet: a driver killed
+between a checkpoint's upload and its registration must not send the run back to step 0). The result is a
+save_pretrained folder plus the loss curve as a PNG.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def run_pretraining(
         "recipe": recipe,
         "data": ray.put(data),
         "progress_file": str(out / PROGRESS_FILE),
+        "resume_from": str(latest_complete_checkpoint(run_dir) or "") if resume else "",
     }
     use_gpu = float(resources.get("gpu", 0)) > 0
     trainer = TorchTrainer(
@@ -138,6 +141,8 @@ def train_loop(config: dict[str, Any]) -> None:
     hp = {k: recipe[k] for k in SEARCHABLE_HYPERPARAMETERS}
     start, history = 0, []
     checkpoint = ray.train.get_checkpoint()
+    if config["resume_from"] and _checkpoint_step(config["resume_from"]) > _registered_step(checkpoint):
+        checkpoint = ray.train.Checkpoint.from_directory(config["resume_from"])
     optimizer_state = None
     if checkpoint:
         with checkpoint.as_directory() as folder:
@@ -185,6 +190,56 @@ def train_loop(config: dict[str, Any]) -> None:
                     )
             else:
                 ray.train.report(metrics)
+
+
+def latest_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint folder of ``run_dir`` with the highest step whose files are all whole (None if none is).
+
+    Ray Train resumes from the checkpoints its snapshot registered; one uploaded just before the driver died is
+    on disk but not registered. Whole means: state.json parses, and the weights and optimizer files end where
+    their own headers say (a copy cut short by the kill fails this), checked without loading the tensors.
+    """
+    best: tuple[int, Path] | None = None
+    for folder in Path(run_dir).glob("checkpoint_*"):
+        step = _checkpoint_step(folder)
+        if step > 0 and _whole_files(folder) and (best is None or step > best[0]):
+            best = (step, folder)
+    return best[1] if best else None
+
+
+def _checkpoint_step(folder: str | Path) -> int:
+    try:
+        return int(json.loads((Path(folder) / "state.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _registered_step(checkpoint: Any) -> int:
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        return _checkpoint_step(folder)
+
+
+def _whole_files(folder: Path) -> bool:
+    import struct
+    import zipfile
+
+    from nas.models.weights import WEIGHTS_FILE
+
+    weights = folder / WEIGHTS_FILE
+    try:
+        with open(weights, "rb") as handle:
+            (header_size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(header_size))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if weights.stat().st_size != 8 + header_size + end:
+            return False
+        with zipfile.ZipFile(folder / "optimizer.pt") as archive:  # torch.save writes a zip; its index is at the end
+            archive.infolist()
+    except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
+        return False
+    return True
 
 
 def _write_progress(path: str, metrics: dict[str, Any], max_steps: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import yaml
 
 from nas.controller import run_study
 from nas.export import RECIPE_FILE, ExportError, export_trial, load_trial
-from nas.pretrain import PretrainError, run_pretraining
+from nas.pretrain import PretrainError, latest_complete_checkpoint, run_pretraining
 from nas.space import load_space
 from tests.conftest import ONE_TINY_TRIAL, SPACES, nas_home_set_to
 
@@ -41,6 +42,17 @@ def exported(ray_cluster, tmp_path_factory):
         yield export_trial(load_trial(url, "pre"), home / "export"), home
 
 
+def edited_copy(folder, copy, **recipe_changes):
+    """A copy of an export with its pretraining recipe edited, as a person may."""
+    copy.mkdir()
+    for item in folder.iterdir():
+        (copy / item.name).write_bytes(item.read_bytes())
+    recipe = yaml.safe_load((copy / RECIPE_FILE).read_text())
+    recipe.update(recipe_changes)
+    (copy / RECIPE_FILE).write_text(yaml.safe_dump(recipe))
+    return copy
+
+
 def history_of(model_folder) -> list[dict]:
     return json.loads((model_folder / "nas_provenance.json").read_text())["pretraining"]["history"]
 
@@ -51,13 +63,7 @@ def test_pretrain__killed_run_resumes_on_two_workers_lowers_the_loss_and_writes_
     """One worker is killed -9 after a checkpoint; the run resumes there with DDP on 2 CPU workers."""
     folder, home = exported
     monkeypatch.setenv("NAS_HOME", str(home))
-    copy = tmp_path / "export"
-    copy.mkdir()
-    for item in folder.iterdir():
-        (copy / item.name).write_bytes(item.read_bytes())
-    recipe = yaml.safe_load((copy / RECIPE_FILE).read_text())
-    recipe.update(checkpoint_every=5, log_every=5, max_steps=100_000)  # a person may edit the recipe
-    (copy / RECIPE_FILE).write_text(yaml.safe_dump(recipe))
+    copy = edited_copy(folder, tmp_path / "export", checkpoint_every=5, log_every=5, max_steps=100_000)
     out = tmp_path / "out"
     process = subprocess.Popen(
         [sys.executable, "-m", "nas", "pretrain", str(copy), "--out", str(out), "--workers", "1", "--no-progress"],
@@ -90,6 +96,30 @@ def test_pretrain__killed_run_resumes_on_two_workers_lowers_the_loss_and_writes_
 
     assert AutoModelForMaskedLM.from_pretrained(model).config.num_hidden_layers == 1
     assert AutoTokenizer.from_pretrained(model).mask_token == "[MASK]"
+
+
+def test_pretrain__resume_starts_from_a_whole_checkpoint_ray_never_registered(exported, tmp_path, monkeypatch):
+    """A driver killed between a checkpoint's upload and its registration leaves it on disk only. Removing Ray's
+    snapshot file stands in for that moment: --resume must start from the newest whole checkpoint, not step 0,
+    and pass over one the kill cut short."""
+    folder, home = exported
+    monkeypatch.setenv("NAS_HOME", str(home))
+    copy = edited_copy(folder, tmp_path / "export", checkpoint_every=5, log_every=5)
+    out = tmp_path / "out"
+    run_pretraining(copy, out, max_steps=10, workers=1, progress=False)
+    run_dir = out / "ray" / "pretrain"
+    (run_dir / "checkpoint_manager_snapshot.json").unlink()
+    newest = latest_complete_checkpoint(run_dir)
+    assert newest is not None and json.loads((newest / "state.json").read_text())["step"] == 10
+    for name, cut in (("weights.safetensors", "checkpoint_cut_weights"), ("optimizer.pt", "checkpoint_cut_optimizer")):
+        shutil.copytree(newest, run_dir / cut)
+        (run_dir / cut / "state.json").write_text(json.dumps({"step": 15, "history": []}))
+        data = (run_dir / cut / name).read_bytes()
+        (run_dir / cut / name).write_bytes(data[: len(data) // 2])
+    assert latest_complete_checkpoint(run_dir) == newest
+    model = run_pretraining(copy, out, max_steps=15, workers=1, resume=True, progress=False)
+    assert json.loads((out / "progress.json").read_text())["resumed_from"] == 10
+    assert history_of(model)[-1]["step"] == 15
 
 
 def test_pretrain__missing_or_foreign_folders_get_clear_errors(tmp_path):
