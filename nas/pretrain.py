@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 
 RUN_NAME = "pretrain"
 PROGRESS_FILE = "progress.json"
+STATE_FILE = "state.json"  # in each checkpoint, beside the weights: the step and the loss history
+OPTIMIZER_FILE = "optimizer.pt"
 
 
 class PretrainError(ExportError):
@@ -140,16 +144,16 @@ def train_loop(config: dict[str, Any]) -> None:
     model = load_exported_model(Path(config["export"]), space.family)
     hp = {k: recipe[k] for k in SEARCHABLE_HYPERPARAMETERS}
     start, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if config["resume_from"] and _checkpoint_step(config["resume_from"]) > _registered_step(checkpoint):
-        checkpoint = ray.train.Checkpoint.from_directory(config["resume_from"])
+    # The driver picked the newest whole checkpoint on disk, a superset of what Ray registered (storage is local).
+    resume_from = config["resume_from"]
+    checkpoint = ray.train.Checkpoint.from_directory(resume_from) if resume_from else ray.train.get_checkpoint()
     optimizer_state = None
     if checkpoint:
         with checkpoint.as_directory() as folder:
             load_weights(model, folder)
-            state = json.loads((Path(folder) / "state.json").read_text())
+            state = json.loads((Path(folder) / STATE_FILE).read_text())
             start, history = state["step"], state["history"]
-            optimizer_state = torch.load(Path(folder) / "optimizer.pt", weights_only=True)
+            optimizer_state = torch.load(Path(folder) / OPTIMIZER_FILE, weights_only=True)
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"], float(recipe.get("hidden_lr_scale", 1.0)))
@@ -183,8 +187,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 with tempfile.TemporaryDirectory() as folder:
                     if rank == 0:
                         save_weights(unwrapped, folder)
-                        torch.save(optimizer.state_dict(), Path(folder) / "optimizer.pt")
-                        (Path(folder) / "state.json").write_text(json.dumps({"step": done, "history": history}))
+                        torch.save(optimizer.state_dict(), Path(folder) / OPTIMIZER_FILE)
+                        (Path(folder) / STATE_FILE).write_text(json.dumps({"step": done, "history": history}))
                     ray.train.report(
                         metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
                     )
@@ -207,25 +211,15 @@ def latest_complete_checkpoint(run_dir: Path) -> Path | None:
     return best[1] if best else None
 
 
-def _checkpoint_step(folder: str | Path) -> int:
+def _checkpoint_step(folder: Path) -> int:
     try:
-        return int(json.loads((Path(folder) / "state.json").read_text())["step"])
+        return int(json.loads((folder / STATE_FILE).read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return 0
 
 
-def _registered_step(checkpoint: Any) -> int:
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        return _checkpoint_step(folder)
-
-
 def _whole_files(folder: Path) -> bool:
-    import struct
-    import zipfile
-
-    from nas.models.weights import WEIGHTS_FILE
+    from nas.models.weights import WEIGHTS_FILE  # imports torch; the driver has it loaded by now
 
     weights = folder / WEIGHTS_FILE
     try:
@@ -235,7 +229,7 @@ def _whole_files(folder: Path) -> bool:
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
         if weights.stat().st_size != 8 + header_size + end:
             return False
-        with zipfile.ZipFile(folder / "optimizer.pt") as archive:  # torch.save writes a zip; its index is at the end
+        with zipfile.ZipFile(folder / OPTIMIZER_FILE) as archive:  # torch.save writes a zip; its index is at the end
             archive.infolist()
     except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
         return False
@@ -297,7 +291,7 @@ def _write_outputs(folder: Path, out: Path, checkpoint: Path, family: str, prove
     for item in folder.iterdir():  # tokenizer or image processor files, the recipe
         if item.is_file() and item.name not in written:
             shutil.copy2(item, target / item.name)
-    state = json.loads((checkpoint / "state.json").read_text())
+    state = json.loads((checkpoint / STATE_FILE).read_text())
     (target / PROVENANCE_FILE).write_text(
         json.dumps(
             {**provenance, "pretraining": {"steps": state["step"], "recipe": recipe, "history": state["history"]}},

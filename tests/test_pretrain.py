@@ -44,9 +44,7 @@ def exported(ray_cluster, tmp_path_factory):
 
 def edited_copy(folder, copy, **recipe_changes):
     """A copy of an export with its pretraining recipe edited, as a person may."""
-    copy.mkdir()
-    for item in folder.iterdir():
-        (copy / item.name).write_bytes(item.read_bytes())
+    shutil.copytree(folder, copy)
     recipe = yaml.safe_load((copy / RECIPE_FILE).read_text())
     recipe.update(recipe_changes)
     (copy / RECIPE_FILE).write_text(yaml.safe_dump(recipe))
