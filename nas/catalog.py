@@ -45,6 +45,10 @@ for _task in (
     TASKS.register(_task.name)(_task)
 
 
+# Zero-cost scores every trial records (nas.proxies.zero_cost; higher is more promising): what
+# ``search.prescreen.score`` may name.
+ZERO_COST_SCORES = ("zero_cost_snip", "zero_cost_grad_norm")
+
 # --- samplers and schedulers -------------------------------------------------------------------------------
 
 

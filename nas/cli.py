@@ -78,7 +78,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Retrain the study's top and random architectures at --factor x the proxy's steps; report rank agreement."""
-    from nas.audit.run import AuditError, add_audit_row, plan_audit, report_table, run_audit, write_audit_plot
+    from nas.audit.run import AuditError, add_audit_row, plan_audit, report_table, run_audit
     from nas.store import get_study_row, session_scope, set_status
 
     _quiet_libraries()
@@ -105,7 +105,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print()
     print(report_table(outcome.report))
     if args.plots:
-        print(f"wrote {write_audit_plot(outcome.report, Path(args.plots) / 'audit_scatter.png')}")
+        from nas.plots import write_audit_plot
+
+        print(f"wrote {write_audit_plot(outcome.report, Path(args.plots) / 'audit.png')}")
     return EXIT_OK if outcome.status == "succeeded" else EXIT_INVALID
 
 
@@ -114,7 +116,7 @@ def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> Non
 
     from nas.store import get_study_row, latest_audit_report
     from nas.store.db import optuna_storage
-    from nas.summary import study_report, write_plots
+    from nas.summary import study_report
 
     row = get_study_row(url, name)
     try:
@@ -125,15 +127,15 @@ def _show(name: str, url: str, limit: int = 5, plots: Path | None = None) -> Non
     print(study_report(study, row, limit))
     audit = latest_audit_report(url, row)
     if audit is not None:
-        from nas.audit.run import report_table, write_audit_plot
+        from nas.audit.run import report_table
 
         print()
         print(report_table(audit))
     if plots is not None:
-        for path in write_plots(study, plots):
+        from nas.plots import write_plots
+
+        for path in write_plots(study, plots, audit):
             print(f"wrote {path}")
-        if audit is not None and audit["finished"]:
-            print(f"wrote {write_audit_plot(audit, plots / 'audit_scatter.png')}")
 
 
 def cmd_spaces_validate(args: argparse.Namespace) -> int:
@@ -342,7 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     show.add_argument("--storage")
     show.add_argument("--top", type=int, default=5, help="how many best trials to list")
-    show.add_argument("--plots", metavar="DIR", help="also write optimisation-history / Pareto-front PNGs here")
+    show.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="also write the study's plots here, as PNG and interactive HTML: optimisation history, Pareto front, "
+        "parameter importances, loss against params and FLOPs, the audit scatter",
+    )
     show.set_defaults(func=cmd_studies_show)
 
     audit = commands.add_parser(

@@ -25,12 +25,11 @@ from nas.space.sections import full_hyperparameters
 from nas.store.trials import (
     ARCHITECTURE,
     DATA_SHAPE,
-    FAIL_REASON,
     FAMILY,
     HYPERPARAMETERS,
-    INFEASIBLE,
     RAY_TRIAL_ID,
     WEIGHTS_PATH,
+    why_not_complete,
 )
 
 PROVENANCE_FILE = "nas_provenance.json"
@@ -89,10 +88,10 @@ def load_trial(url: str, study_name: str, number: int | None = None, space_yaml:
             raise TrialNotFound(f"study {study_name!r} has no trial {number}")
         trial = matches[0]
         if trial.state != TrialState.COMPLETE:
-            reason = trial.user_attrs.get(FAIL_REASON) or trial.user_attrs.get(INFEASIBLE) or ""
+            why = why_not_complete(trial.user_attrs)
             raise ExportError(
                 f"trial {number} of {study_name!r} is {trial.state.name}, not COMPLETE"
-                + (f" ({reason})" if reason else "")
+                + (f" ({why})" if why else "")
                 + "; export a completed trial"
             )
     attrs = trial.user_attrs

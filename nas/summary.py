@@ -1,16 +1,12 @@
-"""Read a finished (or running) study back from the database: counts, best trials, tables, pictures."""
+"""Read a finished (or running) study back from the database: counts, best trials, tables (pictures: nas.plots)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from optuna.trial import FrozenTrial
 
 from nas.models.base import get_family
 from nas.store.trials import ARCHITECTURE, best_trials, count_trials
@@ -58,7 +54,9 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
         f"status    {row.status}" + (f"  ({row.error})" if row.error else ""),
         f"trials    {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed, "
         f"{counts['running']} running of {row.trials}; {counts['infeasible']} infeasible samples skipped"
-        + (f", {counts['lost']} cut short (re-run on resume)" if counts["lost"] else ""),
+        + (f", {counts['lost']} cut short (re-run on resume)" if counts["lost"] else "")
+        + (f", {counts['duplicate']} duplicates reused" if counts["duplicate"] else "")
+        + (f", {counts['prescreened']} screened out at initialisation" if counts["prescreened"] else ""),
         f"times     created {row.created_at:%Y-%m-%d %H:%M:%S}"
         + (f", started {row.started_at:%H:%M:%S}" if row.started_at else "")
         + (f", finished {row.finished_at:%H:%M:%S}" if row.finished_at else ""),
@@ -69,47 +67,3 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
         lines += ["", title, trials_table(best, row.family, study.user_attrs.get("objectives"))]
         lines += ["", f"best trial #{best[0].number}: {best[0].user_attrs.get(ARCHITECTURE)}"]
     return "\n".join(lines)
-
-
-def write_plots(study: optuna.Study, out: Path) -> list[Path]:
-    """Optimisation history (one objective) or Pareto front (several), as PNG files in ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import warnings
-
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if len(study.directions) > 1:
-            names = study.user_attrs.get("objectives")
-            axes = optuna_plots.plot_pareto_front(study, target_names=names)
-            target = out / "pareto_front.png"
-        else:
-            axes = optuna_plots.plot_optimization_history(
-                study, target_name=(study.user_attrs.get("objectives") or ["val_loss"])[0]
-            )
-            target = out / "optimization_history.png"
-        plot_figure = cast("Figure", axes.figure)  # Optuna draws on a top-level figure, never a SubFigure
-        plot_figure.savefig(target, dpi=120, bbox_inches="tight")
-        plt.close(plot_figure)
-        written.append(target)
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(study.directions) == 1 and complete:
-            figure, axis = plt.subplots(figsize=(6, 4))
-            # A COMPLETE trial of a single-objective study always has a value.
-            values = cast(list[float], [t.value for t in complete])
-            axis.scatter([t.user_attrs.get("params", 0) for t in complete], values)
-            axis.set_xscale("log")
-            axis.set_xlabel("parameters")
-            axis.set_ylabel((study.user_attrs.get("objectives") or ["val_loss"])[0])
-            axis.set_title(f"{study.study_name}: loss against size")
-            target = out / "loss_vs_params.png"
-            figure.savefig(target, dpi=120, bbox_inches="tight")
-            plt.close(figure)
-            written.append(target)
-    return written

@@ -84,7 +84,10 @@ def test_search__runs_and_studies_show_reads_it_back(tmp_path, nas_home):
     assert "cli-demo" in listing.stdout and "succeeded" in listing.stdout
     show = nas("studies", "show", "cli-demo", "--plots", str(tmp_path / "plots"), cwd=tmp_path)
     assert show.returncode == 0 and "status    succeeded" in show.stdout
-    assert (tmp_path / "plots" / "optimization_history.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "history.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "loss_vs_flops.html").stat().st_size > 1000 and (
+        tmp_path / "plots" / "plotly.min.js"
+    ).is_file()
     again = nas("search", "text-mlm-tiny", "--study-name", "cli-demo", *TINY, cwd=tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
     missing = nas("studies", "show", "nope", cwd=tmp_path)

@@ -15,7 +15,6 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -250,38 +249,6 @@ def report_table(report: dict[str, Any]) -> str:
         rows.append((title, *(_text(report[label][key]) for key in ("kendall_tau", "spearman", "top_k_overlap"))))
     lines.append(format_table(rows, rule=True))
     return "\n".join(lines)
-
-
-def write_audit_plot(report: dict[str, Any], path: Path) -> Path:
-    """Proxy score against long-run loss, one point per audited architecture (top and random marked apart)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4.5))
-    for selected, marker in (("top", "o"), ("random", "s")):
-        rows = [r for r in report["trials"] if r["selected_as"] == selected]
-        axis.scatter(
-            [r["proxy"] for r in rows], [r["long_run"] for r in rows], marker=marker, label=f"{selected} trials"
-        )
-        for r in rows:
-            axis.annotate(
-                f"#{r['parent_trial']}",
-                (r["proxy"], r["long_run"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-    axis.set_xlabel("proxy score (the study's objective)")
-    axis.set_ylabel(f"val_loss after {report['factor']:g}x longer training")
-    tau = report["proxy"]["kendall_tau"]
-    axis.set_title(f"audit of {report['parent']}: Kendall tau {_text(tau)}")
-    axis.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    return path
 
 
 # --- internals -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from nas.controller.stopping import StopFlag
 from nas.errors import UserError
 from nas.settings import database_url, nas_home, ray_address
 from nas.store.db import optuna_storage
-from nas.store.trials import FAIL_REASON, LOST, count_trials, finished
+from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
 
 if TYPE_CHECKING:
     from nas.space.spec import Candidate, SearchSpace
@@ -181,7 +181,7 @@ def _run(
     storage = optuna_storage(url)
     sampler = create_sampler(space.search.sampler, space.search.seed, space.multi_objective)
     ray_trials: dict[str, Any] = {}
-    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event, fixed_candidates)
+    searcher = CandidateSearcher(space, storage, name, sampler, ray_trials, stop_event, fixed_candidates, data)
     study = searcher.study
     for key, value in {
         "space": space.to_yaml(),
@@ -237,6 +237,7 @@ def _run(
         tuner.fit()
     finally:
         bar.close()
+        searcher.release_screened()
     reason = "cancelled" if stop_event.is_set() else "interrupted before it finished"
     _fail_running_trials(url, name, reason)
     return _final_outcome(name, study, space, searcher, stop_event)
@@ -254,7 +255,8 @@ def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: S
     if done < space.search.trials and not searcher.exhausted_reason:
         return StudyOutcome(name, "interrupted", counts, f"{done} of {space.search.trials} trials finished")
     if counts["complete"] == 0:
-        reasons = {t.user_attrs[FAIL_REASON] for t in study.get_trials(deepcopy=False) if t.user_attrs.get(FAIL_REASON)}
+        trained = [t for t in study.get_trials(deepcopy=False) if INFEASIBLE not in t.user_attrs]
+        reasons = {why_not_complete(t.user_attrs) for t in trained} - {""}
         return StudyOutcome(
             name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else "")
         )

@@ -1,7 +1,10 @@
 """The ask/tell adapter between Ray Tune and an Optuna study (a thin subclass of Ray's ``OptunaSearch``).
 
 It owns no training code. It asks Optuna for a candidate (define-by-run over the space), rejects infeasible
-ones before Ray sees them (telling Optuna they were pruned, so the sampler learns to avoid them), stores the
+ones before Ray sees them (telling Optuna they were pruned, so the sampler learns to avoid them), tells a sample
+the study has already trained to the end with that result (marked ``duplicate_of``, no Ray trial), under
+``search.prescreen`` trains only the best-scoring fraction of each pool of samples (the rest marked
+``prescreened``), stores the
 architecture on the trial, and maps the end of each Ray trial to COMPLETE, PRUNED (stopped early by the
 scheduler) or FAIL (an error, with its reason).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any, cast
 
 import optuna
@@ -19,8 +23,22 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from nas.controller.stopping import StopFlag
-from nas.space.spec import Candidate, SearchSpace
-from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, PARAMS, RAY_TRIAL_ID, STORED_METRICS, WEIGHTS_PATH
+from nas.space.sections import PrescreenSpec
+from nas.space.spec import MEASURED_NAMES, Candidate, SearchSpace
+from nas.store.trials import (
+    CANDIDATE_KEY,
+    DUPLICATE_OF,
+    FAIL_REASON,
+    FLOPS,
+    INFEASIBLE,
+    LOST,
+    PARAMS,
+    PRESCREENED,
+    RAY_TRIAL_ID,
+    SCALAR_METRICS,
+    STORED_METRICS,
+    WEIGHTS_PATH,
+)
 
 
 def error_reason(text: str | None, limit: int = 500) -> str:
@@ -43,6 +61,20 @@ def error_text(ray_trial: Any) -> str | None:
     return ray_trial.get_error()
 
 
+@dataclass(frozen=True)
+class TrainedResult:
+    """What a duplicate sample reuses of the trial that trained it: its number, values and figures."""
+
+    number: int
+    values: tuple[float, ...]
+    figures: dict[str, Any]  # the scalar metrics and the weights' path
+
+    @classmethod
+    def of(cls, trial: optuna.trial.FrozenTrial) -> TrainedResult:
+        keep = (*SCALAR_METRICS, WEIGHTS_PATH)
+        return cls(trial.number, tuple(trial.values), {k: v for k, v in trial.user_attrs.items() if k in keep})
+
+
 class CandidateSearcher(OptunaSearch):
     def __init__(
         self,
@@ -53,6 +85,7 @@ class CandidateSearcher(OptunaSearch):
         ray_trials: dict[str, Any],
         stop_event: StopFlag | None = None,
         fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None = None,
+        data: Any = None,
     ):
         self.space = space
         # Candidates to train in order instead of sampling (an audit), each with extra user attrs to store.
@@ -60,6 +93,11 @@ class CandidateSearcher(OptunaSearch):
         self.stop_event = stop_event or StopFlag()  # set when the study is cancelled
         self.ray_trials = ray_trials  # trial_id -> ray Trial, filled by TrialTracker (for error texts)
         self.exhausted_reason: str | None = None
+        self._candidates: dict[str, Candidate] = {}  # trial_id -> what it trains (constraint values, its key)
+        self._trained: dict[str, TrainedResult] | None = None  # see _trained_by_key
+        self.data = data  # the prepared data, on the driver: what pre-screening scores candidates on
+        # Kept by the pre-screen, best first, not yet started: (trial, candidate, its zero-cost scores).
+        self._screened: list[tuple[optuna.Trial, Candidate, dict[str, float]]] = []
         objectives = list(space.objectives)
         modes = ["min" if d == "minimize" else "max" for d in space.directions]
         multi = len(objectives) > 1
@@ -93,6 +131,21 @@ class CandidateSearcher(OptunaSearch):
                 return Searcher.FINISHED
             candidate, attrs = self.fixed.pop(0)
             return self._start(trial_id, self.study.ask(), candidate, attrs)
+        if self.space.search.prescreen is not None:
+            if not self._screened:
+                self._screen()
+            if self._screened:
+                ot_trial, candidate, _ = self._screened.pop(0)
+                return self._start(trial_id, ot_trial, candidate)
+            return Searcher.FINISHED
+        fresh = self._next_fresh()
+        if fresh is None:
+            return Searcher.FINISHED
+        return self._start(trial_id, *fresh)
+
+    def _next_fresh(self) -> tuple[optuna.Trial, Candidate] | None:
+        """The sampler's next feasible sample the study has not trained yet. Infeasible samples are told PRUNED and
+        known ones their earlier result on the way; None (with ``exhausted_reason``) after too many in a row."""
         for _ in range(self.space.search.max_infeasible):
             ot_trial = self.study.ask()
             candidate = self.space.suggest(ot_trial)
@@ -100,23 +153,91 @@ class CandidateSearcher(OptunaSearch):
             if problems:
                 ot_trial.set_user_attr(INFEASIBLE, "; ".join(f"{path}: {message}" for path, message in problems))
                 ot_trial.set_user_attr(PARAMS, candidate.params.total)
+                ot_trial.set_user_attr(FLOPS, candidate.flops)
+                self._set_constraints(ot_trial, candidate, {})
                 self.study.tell(ot_trial, state=TrialState.PRUNED)
                 continue
-            return self._start(trial_id, ot_trial, candidate)
+            original = self._trained_by_key().get(candidate.key)
+            if original is not None:
+                self._reuse(ot_trial, candidate, original)
+                continue
+            return ot_trial, candidate
         self.exhausted_reason = (
-            f"the sampler proposed {self.space.search.max_infeasible} infeasible candidates "
-            "in a row; loosen the constraints or raise search.max_infeasible"
+            f"the sampler proposed {self.space.search.max_infeasible} infeasible or already-trained candidates "
+            "in a row; loosen the constraints, widen the space or raise search.max_infeasible"
         )
-        return Searcher.FINISHED
+        return None
+
+    def _screen(self) -> None:
+        """Draw a pool of fresh samples, score each at initialisation, queue the best ``keep`` fraction to train
+        and tell the rest PRUNED, marked ``prescreened`` with their score (no budget used, no Ray trial)."""
+        from nas.proxies.loop import scores_at_init
+
+        spec = cast(PrescreenSpec, self.space.search.prescreen)
+        pool: list[tuple[optuna.Trial, Candidate]] = []
+        while len(pool) < spec.pool and (fresh := self._next_fresh()) is not None:
+            pool.append(fresh)
+        if not pool:
+            return
+        scored = []
+        for ot_trial, candidate in pool:
+            scores = scores_at_init(self.space, candidate, self.data, seed=self.space.search.seed)
+            scored.append((scores[spec.score], ot_trial, candidate, scores))
+        scored.sort(key=lambda item: -item[0])  # a higher zero-cost score is more promising
+        kept = max(1, math.ceil(spec.keep * len(scored)))
+        for rank, (score, ot_trial, candidate, scores) in enumerate(scored):
+            if rank < kept:
+                self._screened.append((ot_trial, candidate, scores))
+                continue
+            self._tell_screened_out(
+                ot_trial, candidate, scores, f"{spec.score} {score:.4g}, rank {rank + 1} of {len(scored)}"
+            )
+
+    def _tell_screened_out(
+        self, ot_trial: optuna.Trial, candidate: Candidate, scores: dict[str, float], why: str
+    ) -> None:
+        for key, value in {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **scores}.items():
+            ot_trial.set_user_attr(key, value)
+        ot_trial.set_user_attr(PRESCREENED, why)
+        self._set_constraints(ot_trial, candidate, {})
+        self._tell(ot_trial, TrialState.PRUNED)
+
+    def release_screened(self) -> None:
+        """Samples screened in but not reached before the run ended: told PRUNED, marked like the screened-out
+        ones, so that none stays RUNNING (a resumed study screens a fresh pool)."""
+        while self._screened:
+            ot_trial, candidate, scores = self._screened.pop(0)
+            self._tell_screened_out(ot_trial, candidate, scores, "screened in, not trained before the run ended")
 
     def _start(
         self, trial_id: str, ot_trial: optuna.Trial, candidate: Candidate, attrs: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Record the candidate on its Optuna trial and hand its config to Ray."""
-        for key, value in {**candidate.to_json(), **(attrs or {}), RAY_TRIAL_ID: trial_id}.items():
+        record = {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **(attrs or {}), RAY_TRIAL_ID: trial_id}
+        for key, value in record.items():
             ot_trial.set_user_attr(key, value)
         self._ot_trials[trial_id] = ot_trial
+        self._candidates[trial_id] = candidate
         return {"trial_number": ot_trial.number, "candidate": candidate.to_json()}
+
+    def _trained_by_key(self) -> dict[str, TrainedResult]:
+        """The study's trials trained to the end, by candidate key: read from the database once (a resumed study
+        reuses what earlier runs trained), then kept up to date as trials complete."""
+        if self._trained is None:
+            self._trained = {}
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+                if CANDIDATE_KEY in trial.user_attrs and DUPLICATE_OF not in trial.user_attrs:
+                    self._trained.setdefault(trial.user_attrs[CANDIDATE_KEY], TrainedResult.of(trial))
+        return self._trained
+
+    def _reuse(self, ot_trial: optuna.Trial, candidate: Candidate, original: TrainedResult) -> None:
+        """Tell a sample the study has trained already with the earlier result, marked, without a Ray trial."""
+        for key, value in {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **original.figures}.items():
+            ot_trial.set_user_attr(key, value)
+        ot_trial.set_user_attr(DUPLICATE_OF, original.number)
+        measured = {k: original.figures[k] for k in MEASURED_NAMES if k in original.figures}
+        self._set_constraints(ot_trial, candidate, measured)
+        self._tell(ot_trial, TrialState.COMPLETE, list(original.values))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         value = result.get(self.space.objectives[0])
@@ -128,8 +249,12 @@ class CandidateSearcher(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         for key in STORED_METRICS:
-            if result and key in result:
-                ot_trial.set_user_attr(key, result[key])
+            value = (result or {}).get(key)
+            if value is not None and not (isinstance(value, float) and not math.isfinite(value)):
+                ot_trial.set_user_attr(key, value)  # not the worst-value stand-ins of a trial that never trained
+        if result and self.space.constraints and trial_id in self._candidates:
+            measured = {k: result[k] for k in MEASURED_NAMES if isinstance(result.get(k), (int, float))}
+            self._set_constraints(ot_trial, self._candidates[trial_id], measured)
         if not error:
             self._report_last(ot_trial, result or {})
         if error:
@@ -143,6 +268,12 @@ class CandidateSearcher(OptunaSearch):
                 if checkpoint is not None:
                     ot_trial.set_user_attr(WEIGHTS_PATH, checkpoint.path)
                 self._tell(ot_trial, TrialState.COMPLETE, cast(list[float], values))  # all checked finite numbers
+                if trial_id in self._candidates:
+                    figures = {k: result[k] for k in SCALAR_METRICS if k in result}
+                    if checkpoint is not None:
+                        figures[WEIGHTS_PATH] = checkpoint.path
+                    trained = TrainedResult(ot_trial.number, tuple(cast(list[float], values)), figures)
+                    self._trained_by_key().setdefault(self._candidates[trial_id].key, trained)
             else:
                 ot_trial.set_user_attr(FAIL_REASON, f"objective values not finite: {values}")
                 self._tell(ot_trial, TrialState.FAIL)
@@ -153,6 +284,12 @@ class CandidateSearcher(OptunaSearch):
         else:
             self._tell(ot_trial, TrialState.PRUNED)  # stopped before its last step: the scheduler's decision
         self._completed_trials.add(trial_id)
+
+    def _set_constraints(self, ot_trial: optuna.Trial, candidate: Candidate, measured: dict[str, float]) -> None:
+        """Each constraint's value (<= 0 when met) on the trial, where TPE, GP and NSGA-II read them to learn the
+        feasible region (Optuna 5's ``Trial.set_constraint``, which replaced samplers' ``constraints_func``)."""
+        for constraint, value in zip(self.space.constraints, self.space.constraint_values(candidate, measured)):
+            ot_trial.set_constraint(constraint.expression.text, value)
 
     def _report_last(self, ot_trial: optuna.Trial, result: dict[str, Any]) -> None:
         """Ray hands a trial's last result (the one a scheduler stopped it on, or its final one) to

@@ -78,6 +78,12 @@ class ModelFamily:
     def count_params(self, arch: dict[str, Any], data: DataShape) -> ParamCount:
         raise NotImplementedError
 
+    def count_flops(self, arch: dict[str, Any], data: DataShape) -> int:
+        """Forward FLOPs of one sample through the pretraining model (2 per multiply-add of every matmul and
+        convolution), counted analytically so that ``flops`` constraints are decided before anything is built.
+        The same on every device, unlike a counter, which misses attention where SDPA runs as one fused kernel."""
+        raise NotImplementedError
+
     def build(self, arch: dict[str, Any], data: DataShape) -> torch.nn.Module:
         raise NotImplementedError
 

@@ -55,6 +55,49 @@ def _convnext_params(arch: dict[str, Any], channels: int) -> tuple[int, int]:
     return stem, body + 2 * widths[-1]
 
 
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, size: int, groups: int = 1):
+    """(forward FLOPs, output size) of one square convolution on a ``size`` x ``size`` input."""
+    out = (size + 2 * padding - kernel) // stride + 1
+    return 2 * out_ch * (in_ch // groups) * kernel * kernel * out * out, out
+
+
+def _resnet_flops(arch: dict[str, Any], channels: int, size: int) -> int:
+    """transformers' ResNetModel: a 7x7/2 stem and a 3x3/2 max-pool, then stages whose first layer strides
+    (bottleneck layers stride at their 3x3 convolution)."""
+    flops, size = _conv(channels, arch["base_width"], 7, 2, 3, size)
+    size = (size + 2 - 3) // 2 + 1  # the max-pool
+    in_ch, bottleneck = arch["base_width"], arch["layer_type"] == "bottleneck"
+    for index, width in enumerate(stage_widths(arch)):
+        for layer in range(arch["depth"]):
+            stride = 2 if index and not layer else 1
+            if in_ch != width or stride != 1:
+                flops += _conv(in_ch, width, 1, stride, 0, size)[0]  # the projection shortcut
+            if bottleneck:
+                reduced = width // 4
+                first, _ = _conv(in_ch, reduced, 1, 1, 0, size)
+                middle, size = _conv(reduced, reduced, 3, stride, 1, size)
+                flops += first + middle + _conv(reduced, width, 1, 1, 0, size)[0]
+            else:
+                first, size = _conv(in_ch, width, 3, stride, 1, size)
+                flops += first + _conv(width, width, 3, 1, 1, size)[0]
+            in_ch = width
+    return flops
+
+
+def _convnext_flops(arch: dict[str, Any], channels: int, size: int) -> int:
+    """transformers' ConvNextModel: a patchify stem, a 2x2/2 downsampling convolution before every stage but
+    the first, and per layer a 7x7 depthwise convolution and a 4x wide MLP."""
+    widths = stage_widths(arch)
+    flops, size = _conv(channels, widths[0], arch["patch_size"], arch["patch_size"], 0, size)
+    for index, width in enumerate(widths):
+        if index:
+            downsample, size = _conv(widths[index - 1], width, 2, 2, 0, size)
+            flops += downsample
+        layer = _conv(width, width, 7, 1, 3, size, groups=width)[0] + 2 * size * size * 8 * width * width
+        flops += arch["depth"] * layer
+    return flops
+
+
 def head_params(arch: dict[str, Any]) -> int:
     """Projection MLP (Linear-BN-ReLU-Linear) plus, for SimSiam, the bottleneck predictor."""
     features, dim = stage_widths(arch)[-1], arch["projection_dim"]
@@ -108,6 +151,14 @@ class CNNFamily(ModelFamily):
         stem, body = counter(arch, data.channels)
         head = head_params(arch)
         return ParamCount(stem + body + head, body + head)
+
+    def count_flops(self, arch, data):
+        counter = _convnext_flops if arch["backbone"] == "convnext" else _resnet_flops
+        features, dim = stage_widths(arch)[-1], arch["projection_dim"]
+        head = 2 * (features * dim + dim * dim)
+        if arch["method"] == "simsiam":
+            head += 4 * dim * max(dim // 4, 1)
+        return counter(arch, data.channels, data.image_size) + head
 
     def hf_config(self, arch, data):
         widths, depths = stage_widths(arch), [arch["depth"]] * arch["num_stages"]

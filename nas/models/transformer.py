@@ -26,6 +26,14 @@ def bert_layer_params(hidden: int, intermediate: int) -> int:
     )
 
 
+def encoder_layer_flops(tokens: int, hidden: int, intermediate: int, mlp_in: int | None = None) -> int:
+    """Forward FLOPs (2 per multiply-add) of one encoder layer on ``tokens`` tokens: Q, K, V and output
+    projections, the two attention products, and the MLP (``mlp_in`` is its input projection's width, 2x the
+    intermediate size for a GLU)."""
+    projections = 4 * hidden * hidden + hidden * (mlp_in or intermediate) + intermediate * hidden
+    return 2 * tokens * projections + 4 * tokens * tokens * hidden
+
+
 # The encoder shape shared by text and vision Transformers.
 ENCODER_KEYS = {
     "num_layers": ArchKey(int, minimum=1),
@@ -78,6 +86,13 @@ class TransformerFamily(ModelFamily):
             embeddings + 2 * hidden + layers * bert_layer_params(hidden, inter) + (hidden * hidden + 3 * hidden + vocab)
         )
         return ParamCount(total, total - embeddings)
+
+    def count_flops(self, arch, data):
+        hidden, inter, tokens = arch["hidden_size"], intermediate_size(arch), data.seq_len
+        glu = 2 * inter if arch["block"] == "modernbert" else None
+        layers = arch["num_layers"] * encoder_layer_flops(tokens, hidden, inter, glu)
+        head = 2 * tokens * (hidden * hidden + hidden * data.vocab_size)  # dense + vocabulary projection
+        return layers + head
 
     def hf_config(self, arch, data):
         common = dict(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nas.models.base import ArchKey, ModelFamily, ParamCount, register_family
-from nas.models.transformer import ENCODER_KEYS, bert_layer_params, intermediate_size
+from nas.models.transformer import ENCODER_KEYS, bert_layer_params, encoder_layer_flops, intermediate_size
 
 
 @register_family
@@ -66,6 +66,20 @@ class ViTFamily(ModelFamily):
         prediction = dec * patch_pixels + patch_pixels
         non_embedding = encoder + decoder + prediction
         return ParamCount(embedding + non_embedding, non_embedding)
+
+    def count_flops(self, arch, data):
+        """The encoder sees the [CLS] token and the unmasked patches, the decoder all of them (as
+        ``ViTMAEForPreTraining`` keeps ``int(patches x (1 - mask_ratio))``)."""
+        hidden, dec = arch["hidden_size"], arch["decoder_hidden_size"]
+        patch_pixels = arch["patch_size"] ** 2 * data.channels
+        patches = (data.image_size // arch["patch_size"]) ** 2
+        seen = int(patches * (1 - arch["mask_ratio"])) + 1
+        embed = 2 * patches * patch_pixels * hidden
+        encoder = arch["num_layers"] * encoder_layer_flops(seen, hidden, intermediate_size(arch))
+        decoder = arch["decoder_num_layers"] * encoder_layer_flops(
+            patches + 1, dec, intermediate_size(arch, "decoder_")
+        )
+        return embed + encoder + 2 * seen * hidden * dec + decoder + 2 * (patches + 1) * dec * patch_pixels
 
     def hf_config(self, arch, data):
         from transformers import ViTMAEConfig

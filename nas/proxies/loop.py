@@ -20,7 +20,7 @@ from nas.data.prepare import PreparedData
 from nas.models.base import get_family
 from nas.proxies.base import Proxy, move
 from nas.proxies.curves import predict_loss
-from nas.proxies.metrics import encode, flops_per_sample, inference_latency_ms, knn_accuracy, peak_memory_mb
+from nas.proxies.metrics import encode, inference_latency_ms, knn_accuracy, peak_memory_mb
 from nas.proxies.registry import get_proxy
 from nas.proxies.zero_cost import zero_cost_scores
 from nas.space.spec import Candidate, SearchSpace
@@ -126,6 +126,27 @@ def train_step(
     return loss
 
 
+def worst_objectives(space: SearchSpace) -> dict[str, float]:
+    """The worst value of every objective: what a trial that never trained reports, as Ray Tune wants every
+    objective in each result (the searcher stores no non-finite figure)."""
+    return {
+        name: math.inf if direction == "minimize" else -math.inf
+        for name, direction in zip(space.objectives, space.directions)
+    }
+
+
+def scores_at_init(
+    space: SearchSpace, candidate: Candidate, data: PreparedData, seed: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """The zero-cost scores ``run_proxy`` records for ``candidate`` (same seed, same weights, same batch), without
+    training it: what ``search.prescreen`` ranks a pool of samples by."""
+    device = device or torch.device("cpu")
+    torch.manual_seed(seed)
+    model = get_family(space.family).build(candidate.architecture, space.data_shape).to(device)
+    proxy = build_proxy(space, data, candidate)
+    return zero_cost_scores(model, proxy, move(proxy.validation_batches(space.search.seed)[0], device))
+
+
 def build_proxy(space: SearchSpace, data: PreparedData, candidate: Candidate) -> Proxy:
     return get_proxy(space.task)(
         data, space.data_shape, candidate.hyperparameters, space.proxy.eval_batches, space.proxy.knn_k
@@ -155,14 +176,21 @@ def run_proxy(
 
     validation = [move(b, device) for b in proxy.validation_batches(space.search.seed)]
     example = proxy.example_input(spec.latency_batch_size)
-    costs = {
+    costs: dict[str, float] = {
         "params": candidate.params.total,
         "non_embedding_params": candidate.params.non_embedding,
         **zero_cost_scores(model, proxy, validation[0]),
     }
     model.eval()
-    costs["flops"] = flops_per_sample(model, example)
+    # Counted, not measured: a counter misses attention where SDPA runs fused (CPU), so it differs by device.
+    costs["flops"] = candidate.flops or family.count_flops(candidate.architecture, space.data_shape)
     costs["latency_ms"] = inference_latency_ms(model, example)
+    broken = space.measured_problems(candidate, {"latency_ms": costs["latency_ms"]})
+    if broken:  # a hard limit on a measured figure: the trial ends here, before any training
+        ended: dict[str, Any] = {**worst_objectives(space), **costs, "step": 0, "completed": False}
+        ended["constraint_violation"] = "; ".join(f"{path}: {message}" for path, message in broken)
+        report(ended)
+        return ended
     optimizer = make_optimizer(model, hp["lr"], hp["weight_decay"], hidden_lr_scale(space, candidate.architecture))
     autocast = autocast_for(device)
     generator = torch.Generator().manual_seed(seed)

@@ -1,4 +1,5 @@
-"""Cost and quality figures recorded for every trial: FLOPs, latency, peak memory, kNN probe accuracy."""
+"""Cost and quality figures measured on every trial: latency, peak memory, kNN probe accuracy (FLOPs are counted
+by the model family)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-
-def flops_per_sample(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> int:
-    """Forward FLOPs of one sample, counted by ``torch.utils.flop_counter`` (matmuls and convolutions)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    batch = next(iter(inputs.values())).shape[0]
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(**inputs)
-    return int(counter.get_total_flops() // batch)
 
 
 def inference_latency_ms(model: torch.nn.Module, inputs: dict[str, torch.Tensor], repeats: int = 5) -> float:

@@ -34,6 +34,7 @@ _COMPARE = {
     ast.In: lambda a, b: a in b,
     ast.NotIn: lambda a, b: a not in b,
 }
+_ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "min": min,
     "max": max,
@@ -70,9 +71,26 @@ class Expression:
             raise ExpressionError(f"cannot parse {self.text!r}: {exc.msg}") from None
         self.names: set[str] = set()
         self._node = self._compile(tree.body)
+        body = tree.body
+        self._bound: tuple[Node, type, Node] | None = None
+        if isinstance(body, ast.Compare) and len(body.ops) == 1 and type(body.ops[0]) in _ORDER:
+            self._bound = (self._compile(body.left), type(body.ops[0]), self._compile(body.comparators[0]))
 
     def __call__(self, env: Env) -> Any:
         return self._node(env)
+
+    def violation(self, env: Env) -> float:
+        """How far ``env`` is from satisfying this expression, in Optuna's constraint convention (<= 0 satisfied),
+        so that a sampler learns where the feasible region lies. A bound (``latency_ms <= 5``, ``params < 1e6``,
+        ``flops >= 1e6``) gives the signed distance relative to the bound; any other expression 1 or 0."""
+        satisfied = bool(self(env))
+        if self._bound is not None:
+            left, op, right = self._bound
+            low, high = (left(env), right(env)) if op in (ast.Lt, ast.LtE) else (right(env), left(env))
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                distance = (low - high) / max(abs(high), abs(low), 1e-12)
+                return max(distance, 1e-6) if not satisfied else min(distance, 0.0)
+        return 0.0 if satisfied else 1.0
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"

@@ -27,7 +27,7 @@ from nas.space.sections import (
     check_ranges,
     parse_section,
 )
-from nas.space.spec import DERIVED_NAMES, Constraint, SearchSpace, SpaceError
+from nas.space.spec import DERIVED_NAMES, MEASURED_NAMES, Constraint, SearchSpace, SpaceError
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -188,7 +188,12 @@ def parse_space(
     for key in architecture.keys() & hyperparameters.keys():
         errors.append((f"hyperparameters.{key}", "is also an architecture key"))
 
-    known_names = set(DERIVED_NAMES) | set(SEARCHABLE_HYPERPARAMETERS) | (set(family.arch_keys) if family else set())
+    known_names = (
+        set(DERIVED_NAMES)
+        | set(MEASURED_NAMES)
+        | set(SEARCHABLE_HYPERPARAMETERS)
+        | (set(family.arch_keys) if family else set())
+    )
     constraints = _parse_constraints(raw.get("constraints"), known_names, errors)
     if search:
         if search.sampler not in SAMPLERS:

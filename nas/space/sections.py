@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from nas.catalog import ZERO_COST_SCORES
+
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -52,6 +54,15 @@ class ProxySpec:
 
 
 @dataclass(frozen=True)
+class PrescreenSpec:
+    """Sample ``pool`` candidates, score each at initialisation, train only the best ``keep`` fraction."""
+
+    score: str = "zero_cost_snip"
+    pool: int = 200
+    keep: float = 0.25
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     trials: int = 8
     sampler: str = "tpe"
@@ -62,6 +73,7 @@ class SearchSpec:
     reduction_factor: int = 2
     max_failures: int = 0
     max_infeasible: int = 500
+    prescreen: PrescreenSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,12 @@ def parse_section(cls: type[T], node: Any, path: str, errors: list[tuple[str, st
             errors.append((f"{path}.{key}", f"unknown key; expected one of {', '.join(fields)}"))
             ok = False
             continue
+        nested = _section_type(hints[key])
+        if nested is not None and isinstance(value, dict):
+            parsed = parse_section(nested, value, f"{path}.{key}", errors)
+            ok = ok and parsed is not None
+            values[key] = parsed
+            continue
         coerced, problem = _coerce(value, hints[key])
         if problem:
             errors.append((f"{path}.{key}", problem))
@@ -125,6 +143,12 @@ def parse_section(cls: type[T], node: Any, path: str, errors: list[tuple[str, st
             errors.append((f"{path}.{name}", "is required"))
             ok = False
     return cls(**values) if ok else None
+
+
+def _section_type(hint: Any) -> type | None:
+    """The dataclass a field holds (``prescreen: PrescreenSpec | None``), parsed as a section of its own."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return next((o for o in options if dataclasses.is_dataclass(o) and isinstance(o, type)), None)
 
 
 def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
@@ -185,6 +209,15 @@ def check_ranges(
         need(search.reduction_factor >= 2, "search.reduction_factor", "must be at least 2")
         need(search.max_failures >= 0, "search.max_failures", "must be at least 0")
         need(search.max_infeasible >= 1, "search.max_infeasible", "must be at least 1")
+        if search.prescreen:
+            screen = search.prescreen
+            need(
+                screen.score in ZERO_COST_SCORES,
+                "search.prescreen.score",
+                f"unknown score {screen.score!r}; known: {', '.join(ZERO_COST_SCORES)}",
+            )
+            need(2 <= screen.pool <= 100_000, "search.prescreen.pool", "must lie in [2, 100000]")
+            need(0.0 < screen.keep < 1.0, "search.prescreen.keep", "must lie in (0, 1): the fraction trained")
     if resources:
         need(resources.cpu > 0, "resources_per_trial.cpu", "must be positive")
         need(resources.gpu >= 0, "resources_per_trial.gpu", "must be 0 or more")

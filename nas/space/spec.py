@@ -2,13 +2,15 @@
 
 A :class:`SearchSpace` is what a validated YAML file becomes (``nas.space.load`` builds it). ``suggest`` is the
 define-by-run sampler over an Optuna trial; ``feasibility`` applies the family's own rules and the user's
-constraints (params included, computed analytically) before anything is built. A :class:`Candidate` is one
+constraints (params and FLOPs included, counted analytically) before anything is built. A :class:`Candidate` is one
 sample, plain JSON data: what a trial trains and what the database keeps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -24,7 +26,10 @@ from nas.space.objectives import OBJECTIVES
 from nas.space.params import Param
 from nas.space.sections import DataSpec, ProxySpec, ResourcesSpec, SearchSpec, full_hyperparameters
 
-DERIVED_NAMES = ("params", "non_embedding_params", "vocab_size", "seq_len", "image_size", "channels")
+DERIVED_NAMES = ("params", "non_embedding_params", "flops", "vocab_size", "seq_len", "image_size", "channels")
+# Figures a constraint may name that exist only once the model is built on the trial's own device: a limit on them
+# is checked by the trial before it trains, and reaches the sampler as the trial's constraint values.
+MEASURED_NAMES = ("latency_ms",)
 
 
 class SpaceError(UserError, ValueError):
@@ -53,6 +58,7 @@ class Candidate:
     params: ParamCount
     family: str = ""
     data_shape: DataShape | None = None
+    flops: int = 0  # forward FLOPs per sample, counted analytically (0 in records stored before it was)
 
     def to_json(self) -> dict[str, Any]:
         record = {
@@ -60,6 +66,7 @@ class Candidate:
             "hyperparameters": self.hyperparameters,
             "params": self.params.total,
             "non_embedding_params": self.params.non_embedding,
+            "flops": self.flops,
         }
         if self.family and self.data_shape is not None:
             record.update(family=self.family, data_shape=dataclasses.asdict(self.data_shape))
@@ -75,7 +82,18 @@ class Candidate:
             ParamCount(data["params"], data["non_embedding_params"]),
             data.get("family", ""),
             DataShape(**shape) if shape else None,
+            data.get("flops", 0),
         )
+
+    @property
+    def key(self) -> str:
+        """A canonical hash of what a trial trains (architecture, hyperparameters, family, data shape): two samples
+        with equal keys would train the same model the same way, so a study trains one of them."""
+        record = {
+            k: v for k, v in self.to_json().items() if k in ("architecture", "hyperparameters", "family", "data_shape")
+        }
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def build(self) -> Any:
         """The model, built from the record alone (a fresh initialisation at the current torch seed)."""
@@ -88,6 +106,11 @@ class Candidate:
 class Constraint:
     path: str
     expression: Expression
+
+    @property
+    def measured(self) -> bool:
+        """Whether it names a figure measured on the trial's device (decided there, not before launch)."""
+        return bool(self.expression.names & set(MEASURED_NAMES))
 
 
 @dataclass(frozen=True)
@@ -156,24 +179,51 @@ class SearchSpace:
     def candidate(self, arch_values: dict[str, Any], hp_values: dict[str, Any]) -> Candidate:
         family = get_family(self.family)
         architecture = family.resolve(arch_values)
+        buildable = not family.check(architecture, self.data_shape)
         return Candidate(
             architecture,
             full_hyperparameters(self.proxy, hp_values),
             family.count_params(architecture, self.data_shape),
             self.family,
             self.data_shape,
+            family.count_flops(architecture, self.data_shape) if buildable else 0,
         )
 
     def feasibility(self, candidate: Candidate) -> list[tuple[str, str]]:
-        """Every rule this candidate breaks, as (YAML path, message); empty when it may be trained."""
+        """Every rule this candidate breaks that can be decided before launch, as (YAML path, message); empty when
+        it may be trained (limits on measured figures are checked by the trial: ``measured_problems``)."""
         family = get_family(self.family)
         problems = [
             (f"architecture.{key}", message) for key, message in family.check(candidate.architecture, self.data_shape)
         ]
         if problems:
             return problems  # the analytic count is meaningless for an unbuildable shape
-        env = self.constraint_env(candidate)
+        return self._broken(candidate, [c for c in self.constraints if not c.measured], {})
+
+    def measured_problems(self, candidate: Candidate, measured: dict[str, float]) -> list[tuple[str, str]]:
+        """The limits on measured figures (``latency_ms``) that ``measured`` breaks, as (YAML path, message)."""
+        return self._broken(candidate, [c for c in self.constraints if c.measured], measured)
+
+    def constraint_values(self, candidate: Candidate, measured: dict[str, float]) -> list[float]:
+        """One value per constraint in Optuna's convention (<= 0 satisfied), what constrained samplers learn from.
+        A limit on a figure not measured (a sample rejected before launch) counts as satisfied."""
+        env = {**self.constraint_env(candidate), **measured}
+        values = []
         for constraint in self.constraints:
+            try:
+                values.append(constraint.expression.violation(env))
+            except UnboundName:
+                values.append(0.0)
+            except (ArithmeticError, TypeError, ValueError, ExpressionError):
+                values.append(1.0)
+        return values
+
+    def _broken(
+        self, candidate: Candidate, constraints: list[Constraint], measured: dict[str, float]
+    ) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        env = {**self.constraint_env(candidate), **measured}
+        for constraint in constraints:
             try:
                 satisfied = bool(constraint.expression(env))
             except UnboundName as exc:  # defensive: validation rejects unknown names up front
@@ -183,7 +233,10 @@ class SearchSpace:
                 problems.append((constraint.path, f"cannot evaluate {constraint.expression.text!r}: {exc}"))
                 continue
             if not satisfied:
-                problems.append((constraint.path, f"violated: {constraint.expression.text}"))
+                figures = ", ".join(f"{k} = {v:.4g}" for k, v in measured.items() if k in constraint.expression.names)
+                problems.append(
+                    (constraint.path, f"violated: {constraint.expression.text}" + (f" ({figures})" if figures else ""))
+                )
         return problems
 
     def constraint_env(self, candidate: Candidate) -> dict[str, Any]:
@@ -193,6 +246,7 @@ class SearchSpace:
             **candidate.hyperparameters,
             "params": candidate.params.total,
             "non_embedding_params": candidate.params.non_embedding,
+            "flops": candidate.flops,
             "vocab_size": shape.vocab_size,
             "seq_len": shape.seq_len,
             "image_size": shape.image_size,

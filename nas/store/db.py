@@ -76,7 +76,7 @@ def session_scope(url: str) -> Iterator[Session]:
 def upgrade(url: str) -> None:
     """Optuna's tables, then ``alembic upgrade head`` for the service tables (idempotent).
 
-    Optuna's come first because a migration indexes one of them (0003).
+    Optuna's come first because a migration indexes one of them (0003, remade by 0005).
     """
     from alembic import command
     from alembic.config import Config

@@ -22,17 +22,30 @@ FAMILY = "family"  # with DATA_SHAPE, what the model is built from without the s
 DATA_SHAPE = "data_shape"
 PARAMS = "params"
 NON_EMBEDDING_PARAMS = "non_embedding_params"
+FLOPS = "flops"  # forward FLOPs per sample, counted analytically (nas.models.base.ModelFamily.count_flops)
 RAY_TRIAL_ID = "ray_trial_id"
 WEIGHTS_PATH = "weights_path"  # the proxy's final checkpoint, set on COMPLETE
 FAIL_REASON = "fail_reason"  # one line: why a FAIL trial failed
 PARENT_TRIAL = "parent_trial"  # on an audit's trials: the number of the audited trial
+# A trial that measured a figure past a hard limit (``latency_ms <= 5``) and stopped before training: told PRUNED,
+# it used up a place in the budget (a worker built the model). Samples rejected before launch are ``infeasible``.
+CONSTRAINT_VIOLATION = "constraint_violation"
+
+# The canonical hash of what a trial trains (architecture and hyperparameters): equal samples, equal keys.
+CANDIDATE_KEY = "candidate_key"
 
 # Marks. ``infeasible``: a sample the constraints rejected, told PRUNED before Ray saw it. ``lost``: a trial cut
 # short by a cancel, a Ctrl-C or a dead runner, told FAIL; it does not use up the budget, so a resumed study runs
-# it again. Each mark goes with one state only; migration 0003's partial index holds exactly these keys.
+# it again. ``duplicate_of``: a sample the study had already trained to the end (its value is that trial's
+# number), told COMPLETE with the earlier result and no Ray trial; it uses no budget and is never among the best.
+# ``prescreened``: a sample ``search.prescreen`` scored at initialisation and did not train (its value says why),
+# told PRUNED; no budget used. Each mark goes with one state only; migration 0005's partial index holds exactly
+# these keys.
 INFEASIBLE = "infeasible"
 LOST = "lost"
-MARK_STATES = {INFEASIBLE: "PRUNED", LOST: "FAIL"}
+DUPLICATE_OF = "duplicate_of"
+PRESCREENED = "prescreened"
+MARK_STATES = {INFEASIBLE: "PRUNED", LOST: "FAIL", DUPLICATE_OF: "COMPLETE", PRESCREENED: "PRUNED"}
 MARK_KEYS = tuple(MARK_STATES)
 
 # What a trained trial reports (nas.proxies.loop) and the searcher stores when it ends: figures, then curves.
@@ -43,7 +56,7 @@ SCALAR_METRICS = (
     "step",
     PARAMS,
     NON_EMBEDDING_PARAMS,
-    "flops",
+    FLOPS,
     "latency_ms",
     "throughput",
     "peak_memory_mb",
@@ -53,12 +66,19 @@ SCALAR_METRICS = (
     "zero_cost_grad_norm",
     "zero_cost_snip",
     "zero_cost_ms",
+    CONSTRAINT_VIOLATION,
 )
 CURVES = ("val_curve", "train_curve")
 STORED_METRICS = SCALAR_METRICS + CURVES
 # What the API shows of a trial (curves are left out of pages of trials: they are the bulk of a record).
 SHOWN_METRICS = (*SCALAR_METRICS, FAIL_REASON, *MARK_KEYS)
 SHOWN_ATTRS = (ARCHITECTURE, HYPERPARAMETERS, *SHOWN_METRICS)
+
+
+def why_not_complete(user_attrs: Mapping[str, Any]) -> str:
+    """Why a trial did not complete, in one line (empty when none was recorded)."""
+    return str(user_attrs.get(FAIL_REASON) or user_attrs.get(INFEASIBLE) or user_attrs.get(CONSTRAINT_VIOLATION) or "")
+
 
 # --- statuses ----------------------------------------------------------------------------------------------
 
@@ -71,17 +91,21 @@ TRIAL_STATE_NAMES: tuple[str, ...] = get_args(TrialStateName)  # Optuna's TrialS
 
 # --- counting ----------------------------------------------------------------------------------------------
 
-COUNT_KEYS = ("complete", "pruned", "failed", "running", "infeasible", "lost")
+COUNT_KEYS = ("complete", "pruned", "failed", "running", "infeasible", "lost", "duplicate", "prescreened")
 
 
 def outcome(state: Any, user_attrs: Mapping[str, Any]) -> str | None:
     """The count a trial in ``state`` (an Optuna TrialState) falls in, one of COUNT_KEYS; None while it waits."""
     name = state.name
     if name == "PRUNED":
-        return INFEASIBLE if INFEASIBLE in user_attrs else "pruned"
+        if INFEASIBLE in user_attrs:
+            return "infeasible"
+        return "prescreened" if PRESCREENED in user_attrs else "pruned"
     if name == "FAIL":
         return LOST if LOST in user_attrs else "failed"
-    return {"COMPLETE": "complete", "RUNNING": "running"}.get(name)
+    if name == "COMPLETE":
+        return "duplicate" if DUPLICATE_OF in user_attrs else "complete"
+    return {"RUNNING": "running"}.get(name)
 
 
 def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
@@ -96,19 +120,23 @@ def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
 
 def counts_from_totals(by_state: Mapping[str, int], marked: Mapping[str, int]) -> dict[str, int]:
     """The same counts from SQL aggregates: trials per state name, and marked trials per mark (each on its state)."""
-    infeasible, lost = marked.get(INFEASIBLE, 0), marked.get(LOST, 0)
+    infeasible, lost, duplicate = marked.get(INFEASIBLE, 0), marked.get(LOST, 0), marked.get(DUPLICATE_OF, 0)
+    prescreened = marked.get(PRESCREENED, 0)
     return {
-        "complete": by_state.get("COMPLETE", 0),
-        "pruned": by_state.get("PRUNED", 0) - infeasible,
+        "complete": by_state.get("COMPLETE", 0) - duplicate,
+        "pruned": by_state.get("PRUNED", 0) - infeasible - prescreened,
         "failed": by_state.get("FAIL", 0) - lost,
         "running": by_state.get("RUNNING", 0),
         "infeasible": infeasible,
         "lost": lost,
+        "duplicate": duplicate,
+        "prescreened": prescreened,
     }
 
 
 def finished(counts: Mapping[str, int]) -> int:
-    """Trials that used up the budget: trained to the end, pruned by the scheduler, or failed on their own."""
+    """Trials that used up the budget: trained to the end, pruned by the scheduler, or failed on their own
+    (not infeasible samples, lost trials, duplicates or samples screened out before training)."""
     return counts["complete"] + counts["pruned"] + counts["failed"]
 
 
@@ -116,11 +144,15 @@ def finished(counts: Mapping[str, int]) -> int:
 
 
 def best_trials(study: Any, limit: int = 5) -> list[FrozenTrial]:
-    """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front, by the first."""
+    """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front, by the first.
+    A duplicate's result is its original's, so only the original is listed."""
     if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.values[0])[:limit]
+        front = [t for t in study.best_trials if DUPLICATE_OF not in t.user_attrs]
+        return sorted(front, key=lambda t: t.values[0])[:limit]
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if DUPLICATE_OF not in t.user_attrs
+    ]
     return sorted(complete, key=lambda t: t.value, reverse=study.direction == StudyDirection.MAXIMIZE)[:limit]

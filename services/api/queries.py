@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from nas.store.trials import (
     ARCHITECTURE,
+    DUPLICATE_OF,
     HYPERPARAMETERS,
     MARK_KEYS,
     MARK_STATES,
@@ -82,7 +83,7 @@ def trial_counts(session: Session, study_id: int | None, budget: int) -> TrialCo
 
 def _marked_query(session: Session, study_id: int):
     """(key, count) of the study's marked trials, each mark matched to its state (nas.store.trials.MARK_STATES).
-    Migration 0003's partial index keeps this to the marked attributes (~1 ms for 10,000 trials)."""
+    The partial index of migrations 0003 and 0005 keeps this to the marked attributes (~1 ms for 10,000 trials)."""
     return (
         select(TrialUserAttributeModel.key, func.count())
         .join(TrialModel, TrialModel.trial_id == TrialUserAttributeModel.trial_id)
@@ -114,8 +115,14 @@ _BEST_LOCK = Lock()
 
 
 def best_trial_ids(session: Session, study_id: int, study_directions: list[str]) -> list[int]:
-    """The single best COMPLETE trial (ORDER BY value LIMIT 1), or the Pareto front's trials."""
-    complete = and_(TrialModel.study_id == study_id, TrialModel.state == TrialState.COMPLETE)
+    """The single best COMPLETE trial (ORDER BY value LIMIT 1), or the Pareto front's trials; never a duplicate
+    (its result is its original's)."""
+    duplicate = (
+        select(TrialUserAttributeModel.trial_id)
+        .where(TrialUserAttributeModel.trial_id == TrialModel.trial_id, TrialUserAttributeModel.key == DUPLICATE_OF)
+        .exists()
+    )
+    complete = and_(TrialModel.study_id == study_id, TrialModel.state == TrialState.COMPLETE, ~duplicate)
     stamp = tuple(
         session.execute(
             select(func.count(), func.max(TrialModel.trial_id), func.max(TrialModel._datetime_complete_utc)).where(

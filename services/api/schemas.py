@@ -46,6 +46,8 @@ class TrialCounts(BaseModel):
     running: int = 0
     infeasible: int = 0
     lost: int = 0  # cut short by a cancel or a dead runner; they do not use up the budget
+    duplicate: int = 0  # samples the study had trained already: the earlier result reused, no budget used
+    prescreened: int = 0  # samples search.prescreen scored at initialisation and did not train; no budget used
     finished: int = 0
     budget: int = 0
 

@@ -115,7 +115,7 @@ def test_audit__retrains_the_top_and_random_trials_longer_and_reports_rank_agree
         [parent.trials[n].value for n in sorted(long_runs)], [long_runs[n] for n in sorted(long_runs)]
     )
     assert report["proxy"]["kendall_tau"] == pytest.approx(expected.statistic)
-    assert (tmp_path / "audit_scatter.png").stat().st_size > 0
+    assert (tmp_path / "audit.png").stat().st_size > 0
 
     assert main(["studies", "show", "parent", "--storage", parent_url]) == 0
     assert "audit of parent: 3 of 3 architectures" in capsys.readouterr().out

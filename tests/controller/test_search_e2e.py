@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import optuna
 import pytest
@@ -47,7 +48,7 @@ def load_optuna(url: str, name: str) -> optuna.Study:
 
 
 def assert_trials_recorded(study: optuna.Study, space) -> None:
-    trials = [t for t in study.trials if "infeasible" not in t.user_attrs]
+    trials = [t for t in study.trials if "infeasible" not in t.user_attrs and "duplicate_of" not in t.user_attrs]
     assert len(trials) == space.search.trials
     for trial in trials:
         assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED), trial.user_attrs.get("fail_reason")
@@ -89,8 +90,9 @@ def test_search__text_on_postgresql(ray_cluster, postgres_url):
 
 
 def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlite_url):
-    # A fixed architecture and two learning rates; RandomSampler(seed=6) proposes 3e-3, 3e-3, 1e-6, 3e-3.
-    # Trials run one at a time, so ASHA (reduction factor 2) must stop the 1e-6 trial at its first rung.
+    # A fixed architecture and two learning rates; RandomSampler(seed=6) proposes 3e-3 first, then 3e-3 again (a
+    # duplicate: its result is reused) and 1e-6. Trials run one at a time, so ASHA (reduction factor 2) must stop
+    # the 1e-6 trials at their first rung.
     space = load_space(
         SPACES / "text-mlm-tiny.yaml",
         [
@@ -116,7 +118,8 @@ def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlit
     assert slow and all(t.state == TrialState.PRUNED for t in slow)
     assert all(t.user_attrs["step"] < space.proxy.steps for t in slow)
     assert any(t.state == TrialState.COMPLETE for t in study.trials)
-    assert all(t.intermediate_values for t in study.trials)
+    assert any("duplicate_of" in t.user_attrs for t in study.trials)
+    assert all(t.intermediate_values for t in study.trials if "duplicate_of" not in t.user_attrs)
 
 
 def test_search__infeasible_samples_are_skipped_and_a_failing_trial_fails_alone(ray_cluster, sqlite_url):
@@ -142,6 +145,107 @@ def test_search__infeasible_samples_are_skipped_and_a_failing_trial_fails_alone(
     assert all(t.params["lr"] == 1.0e30 for t in failed)
     assert outcome.counts["complete"] + outcome.counts["failed"] == 4
     assert outcome.status == ("succeeded" if outcome.counts["complete"] else "failed")
+
+
+def test_search__hard_limits_flops_before_launch_latency_on_the_worker_and_the_sampler_sees_both(
+    ray_cluster, sqlite_url
+):
+    """A FLOPs limit rejects samples before Ray sees them; a latency limit no model can meet stops every trial
+    before its first step. TPE learns from both: every told trial carries its constraint values."""
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        PER_FAMILY["text-mlm-tiny"]
+        + ["search.sampler=tpe", "constraints=[flops <= 6_000_000, latency_ms <= 0.000001]", "search.trials=3"],
+    )
+    flops = sorted({space.sample_random(random.Random(i)).flops for i in range(40)})
+    assert flops[0] <= 6_000_000 < flops[-1]  # the limit splits the space
+    outcome = run_study(space, "limits", sqlite_url, progress=False)
+    assert outcome.status == "failed" and "latency_ms <= 0.000001" in outcome.error
+    study = load_optuna(sqlite_url, "limits")
+    infeasible = [t for t in study.trials if "infeasible" in t.user_attrs]
+    trained = [t for t in study.trials if "infeasible" not in t.user_attrs]
+    assert infeasible and all("flops <= 6_000_000" in t.user_attrs["infeasible"] for t in infeasible)
+    assert all(t.user_attrs["flops"] > 6_000_000 for t in infeasible)
+    assert len(trained) == 3 and outcome.counts["pruned"] == 3
+    for trial in trained:
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["step"] == 0  # never trained
+        assert "latency_ms <= 0.000001 (latency_ms = " in trial.user_attrs["constraint_violation"]
+        assert trial.user_attrs["latency_ms"] > 0 and "val_loss" not in trial.user_attrs
+    # What TPE reads (FrozenTrial.constraints): positive where a limit is broken.
+    for trial in study.trials:
+        assert list(trial.constraints) == ["flops <= 6_000_000", "latency_ms <= 0.000001"]
+        flops_value, latency_value = trial.constraints.values()
+        assert (flops_value > 0) == ("infeasible" in trial.user_attrs)
+        assert (latency_value > 0) == ("infeasible" not in trial.user_attrs)
+
+
+def test_search__a_sample_trained_already_reuses_its_result_without_a_ray_trial(ray_cluster, sqlite_url):
+    """Two distinct samples in the whole space: once both are trained, every further sample is a duplicate,
+    told COMPLETE with its original's result and marked, until the searcher gives up on new ones."""
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        PER_FAMILY["text-mlm-tiny"]
+        + [
+            *ONE_BERT_SHAPE,
+            "hyperparameters.lr={choice: [3.0e-3, 1.0e-3]}",
+            "search.sampler=random",
+            "search.scheduler=none",
+            "search.trials=4",
+            "search.max_infeasible=6",
+        ],
+    )
+    outcome = run_study(space, "duplicates", sqlite_url, progress=False)
+    assert outcome.status == "succeeded" and "already-trained" in outcome.error
+    assert outcome.counts["complete"] == 2 and outcome.counts["duplicate"] >= 6
+    study = load_optuna(sqlite_url, "duplicates")
+    trained = {t.number: t for t in study.trials if "duplicate_of" not in t.user_attrs}
+    assert sorted(t.params["lr"] for t in trained.values()) == [1.0e-3, 3.0e-3]
+    duplicates = [t for t in study.trials if "duplicate_of" in t.user_attrs]
+    for duplicate in duplicates:
+        original = trained[duplicate.user_attrs["duplicate_of"]]
+        assert duplicate.state == original.state == TrialState.COMPLETE and duplicate.number > original.number
+        assert duplicate.params == original.params and duplicate.values == original.values
+        assert duplicate.user_attrs["candidate_key"] == original.user_attrs["candidate_key"]
+        assert duplicate.user_attrs["val_loss"] == original.user_attrs["val_loss"]
+        assert "ray_trial_id" not in duplicate.user_attrs  # no Ray trial ran for it
+    # The best list names each trained result once.
+    from nas.store.trials import best_trials
+
+    assert [t.number for t in best_trials(study)] == sorted(trained, key=lambda n: trained[n].value)
+
+
+def test_search__prescreen_trains_only_the_best_scoring_samples_of_a_pool(ray_cluster, sqlite_url):
+    """A pool of 8 fresh samples scored at initialisation; the best quarter (2) is kept, the budget (1) trains the
+    best of them, and the rest is told PRUNED with its score, using no budget."""
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        PER_FAMILY["text-mlm-tiny"]
+        + [
+            "architecture.num_heads=2",
+            "search.scheduler=none",
+            "search.trials=1",
+            "search.prescreen={score: zero_cost_snip, pool: 8, keep: 0.25}",
+        ],
+    )
+    outcome = run_study(space, "screened", sqlite_url, progress=False)
+    assert outcome.status == "succeeded", outcome
+    assert outcome.counts["complete"] == 1 and outcome.counts["prescreened"] == 7
+    study = load_optuna(sqlite_url, "screened")
+    [trained] = study.get_trials(states=(TrialState.COMPLETE,))
+    screened = [t for t in study.trials if "prescreened" in t.user_attrs]
+    assert len(screened) == 7 and all(t.state == TrialState.PRUNED for t in screened)
+    assert not any("infeasible" in t.user_attrs for t in study.trials)  # num_heads=2 divides every width
+
+    def snip(trial):
+        return trial.user_attrs["zero_cost_snip"]
+
+    ranked_out = [t for t in screened if "rank" in t.user_attrs["prescreened"]]
+    [unreached] = [t for t in screened if "not trained" in t.user_attrs["prescreened"]]  # kept; the budget ended
+    assert len(ranked_out) == 6 and "ray_trial_id" not in unreached.user_attrs
+    # Kept in score order: the trained one (its score recorded again by the worker, on the same seed and batch)
+    # ranked first, the unreached one second, the six screened out below both.
+    assert snip(trained) >= snip(unreached) >= max(snip(t) for t in ranked_out)
+    assert all(t.user_attrs["candidate_key"] != trained.user_attrs["candidate_key"] for t in screened)
 
 
 def test_search__a_second_study_on_the_same_corpus_reuses_the_prepared_data(ray_cluster, sqlite_url):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from nas.data.prepare import PreparedData
 from nas.models import FAMILIES, DataShape, get_family
@@ -13,7 +15,7 @@ from nas.space.sections import SEARCHABLE_HYPERPARAMETERS, ProxySpec
 SHAPES = {"text": DataShape(vocab_size=99, seq_len=16), "image": DataShape(image_size=16, channels=1)}
 VARIANTS = {
     "transformer": [{}, {"block": "modernbert", "local_attention": 8, "num_layers": 3}],
-    "vit": [{}, {"patch_size": 2, "decoder_num_layers": 2}],
+    "vit": [{}, {"patch_size": 2, "decoder_num_layers": 2, "mask_ratio": 0.6}],
     "cnn": [
         {},
         {"method": "simsiam"},
@@ -61,6 +63,14 @@ def test_family_contract(name, variant):
     data = synthetic_data(task.data_kind, torch.Generator().manual_seed(0))
     hp = {key: getattr(ProxySpec(), key) for key in SEARCHABLE_HYPERPARAMETERS} | {"batch_size": 4}
     proxy = get_proxy(task.name)(data, shape, hp, eval_batches=1)
+
+    # FLOPs: the analytic count (used by constraints before anything is built) is what torch's counter sees on
+    # the proxy's inference input, attention included (the math SDPA backend runs it as countable matmuls).
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+        model.eval()(**proxy.example_input(2))
+    assert family.count_flops(arch, shape) == counter.get_total_flops() // 2 > 0
+
     batch = proxy.train_batch(torch.Generator().manual_seed(1))
     model.train()
     loss = proxy.loss(model, batch)

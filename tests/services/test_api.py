@@ -46,6 +46,17 @@ def check_whole_cycle(server):
     values = [t["values"][0] for t in complete]
     assert values == sorted(values) and values[0] == best["trials"][0]["values"][0]
     assert all("flops" in t["metrics"] and t["params"] for t in complete)
+    plot = alice.get(f"/api/v1/studies/{created['id']}/plots/history")
+    assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+    assert plot.content.startswith(b"\x89PNG")
+    page = alice.get(f"/api/v1/studies/{created['id']}/plots/loss_vs_flops", params={"format": "html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "plotly" in page.text
+    pareto = alice.get(f"/api/v1/studies/{created['id']}/plots/pareto")
+    assert pareto.status_code == 404 and "one objective" in pareto.json()["detail"]
+    assert alice.get(f"/api/v1/studies/{created['id']}/plots/nope").status_code == 422
+    assert (
+        server.client(token_for(server, "bob")).get(f"/api/v1/studies/{created['id']}/plots/history").status_code == 404
+    )
     listing = alice.get("/api/v1/studies", params={"status": "succeeded"}).json()
     assert listing["count"] == 1 and listing["data"][0]["name"] == "cycle"
     # The same study in the mounted optuna-dashboard, through the dashboard's own JSON API.

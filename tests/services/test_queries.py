@@ -1,5 +1,5 @@
 """services.api.queries against Optuna's own view of the same study: counts, best trials (and their cache),
-pages and trial bodies, on SQLite and PostgreSQL, with migration 0003's partial index."""
+pages and trial bodies, on SQLite and PostgreSQL, with the marks' partial index (migrations 0003, 0005)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def seeded(url: str, name: str = "q") -> tuple[optuna.Study, int]:
             trial(TrialState.FAIL, fail_reason="boom"),
             # marks on a state that cannot carry them do not move a trial between counts
             trial(TrialState.COMPLETE, 4.0, lost=True),
+            # a duplicate reuses its original's result (planted lower here: it must never be listed as the best)
+            trial(TrialState.COMPLETE, 1.0, val_loss=1.0, duplicate_of=1),
         ]
     )
     with session_scope(url) as session:
@@ -62,14 +64,15 @@ def test_counts_best_and_pages_match_optuna(url):
     with session_scope(url) as session:
         counts = queries.trial_counts(session, study_id, 10)
         assert (counts.complete, counts.pruned, counts.infeasible, counts.failed, counts.lost) == (3, 1, 1, 1, 1)
+        assert counts.duplicate == 1
         assert counts.finished == 5 and counts.running == 0
         # The SQL aggregates and the Python rule over Optuna's trials (CLI, progress bar) give the same counts.
         assert counts.model_dump(exclude={"finished", "budget"}) == trials.count_trials(study.get_trials())
         ids = queries.best_trial_ids(session, study_id, queries.directions(session, study_id))
         [best] = queries.load_trials(session, ids)
-        assert best.number == study.best_trial.number == 1 and best.values == [2.0]
+        assert best.number == trials.best_trials(study, 1)[0].number == 1 and best.values == [2.0]
         page, total = queries.trials_page(session, study_id, [], "number", False, 50, 0)
-    assert total == 7 and [t.number for t in page] == list(range(7))
+    assert total == 8 and [t.number for t in page] == list(range(8))
     for public, frozen in zip(page, study.get_trials()):
         assert public.state == frozen.state.name and public.params == frozen.params
         assert public.values == frozen.values and public.architecture == frozen.user_attrs["architecture"]
@@ -91,8 +94,8 @@ def test_a_better_trial_replaces_the_cached_best(url):
     assert best.number == running.number == study.best_trial.number
 
 
-def test_migration_0003_adds_the_partial_index_once_optunas_tables_exist(url):
-    from sqlalchemy import inspect
+def test_migrations_add_the_marks_partial_index_once_optunas_tables_exist(url):
+    from sqlalchemy import inspect, text
 
     from nas.store.db import get_engine
 
@@ -101,11 +104,19 @@ def test_migration_0003_adds_the_partial_index_once_optunas_tables_exist(url):
     upgrade(url)
     names = [index["name"] for index in inspect(get_engine(url)).get_indexes("trial_user_attributes")]
     assert names.count(queries.MARKS_INDEX) == 1
+    lookup = (
+        "SELECT sql FROM sqlite_master WHERE name = :name"
+        if url.startswith("sqlite")
+        else "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+    )
+    with get_engine(url).connect() as connection:
+        definition = connection.execute(text(lookup), {"name": queries.MARKS_INDEX}).scalar_one()
+    assert all(f"'{key}'" in definition for key in trials.MARK_KEYS)  # every mark the counts join on
     study, study_id = seeded(url, "after")  # Optuna writes through it as before
     with session_scope(url) as session:
         counts = queries.trial_counts(session, study_id, 10)  # the join over the partial index
-    assert (counts.pruned, counts.infeasible, counts.failed, counts.lost) == (1, 1, 1, 1)
-    assert optuna.load_study(study_name="after", storage=optuna_storage(url)).best_trial.number == 1
+    assert (counts.pruned, counts.infeasible, counts.failed, counts.lost, counts.duplicate) == (1, 1, 1, 1, 1)
+    assert trials.best_trials(optuna.load_study(study_name="after", storage=optuna_storage(url)), 1)[0].number == 1
 
 
 def test_trial_record__names_every_optuna_state_and_nothing_else():

@@ -33,3 +33,26 @@ def test_expression__collects_names_and_reports_unbound_ones():
     assert expression.names == {"a", "b", "c"}
     with pytest.raises(UnboundName):
         expression({"a": 1, "b": 2})
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "sign"),
+    [
+        ("latency_ms <= 5", {"latency_ms": 7.0}, 1),  # broken: positive, so a sampler sees how far off it is
+        ("latency_ms <= 5", {"latency_ms": 4.0}, -1),
+        ("flops >= 1000", {"flops": 500}, 1),
+        ("x < 0", {"x": 0}, 1),  # a strict bound met with equality is still broken
+        ("x <= 0", {"x": 0}, 0),
+        ("hidden_size % num_heads == 0", {"hidden_size": 6, "num_heads": 4}, 1),
+        ("hidden_size % num_heads == 0", {"hidden_size": 8, "num_heads": 4}, 0),
+    ],
+)
+def test_expression__violation_follows_optunas_constraint_sign(text, env, sign):
+    value = Expression(text).violation(env)
+    assert (value > 0) == (sign > 0) and (value < 0) == (sign < 0)
+    assert (value > 0) == (not Expression(text)(env))
+
+
+def test_expression__violation_grows_with_the_distance_past_a_bound():
+    bound = Expression("latency_ms <= 5")
+    assert 0 < bound.violation({"latency_ms": 6}) < bound.violation({"latency_ms": 50})

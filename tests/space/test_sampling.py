@@ -5,6 +5,7 @@ import random
 
 import optuna
 
+from nas.models import get_family
 from nas.space import Candidate, load_space
 from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
 from tests.conftest import SPACES
@@ -41,6 +42,30 @@ def test_feasibility__applies_family_rules_and_user_constraints():
     assert any(not problems for problems in outcomes)
     assert any("does not divide" in m for m in messages)
     assert any(m == "violated: params <= 150_000" for m in messages)
+
+
+def test_feasibility__decides_flops_before_launch_and_leaves_latency_to_the_trial():
+    space = load_space(
+        SPACES / "text-mlm-tiny.yaml",
+        ["architecture.num_heads=2", "constraints=[flops <= 20_000_000, latency_ms <= 5]"],
+    )
+    rng = random.Random(0)
+    candidates = [space.sample_random(rng) for _ in range(100)]
+    family = get_family(space.family)
+    assert all(c.flops == family.count_flops(c.architecture, space.data_shape) > 0 for c in candidates)
+    small = [c for c in candidates if c.flops <= 20_000_000]
+    large = [c for c in candidates if c.flops > 20_000_000]
+    assert small and large
+    assert all(space.feasibility(c) == [] for c in small)  # latency is not known yet: not a reason to reject
+    assert all(space.feasibility(c) == [("constraints[0]", "violated: flops <= 20_000_000")] for c in large)
+    # The trial measures latency on its own device and checks the rest of the limits itself.
+    assert space.measured_problems(small[0], {"latency_ms": 4.0}) == []
+    assert space.measured_problems(small[0], {"latency_ms": 7.5}) == [
+        ("constraints[1]", "violated: latency_ms <= 5 (latency_ms = 7.5)")
+    ]
+    flops_value, latency_value = space.constraint_values(large[0], {"latency_ms": 7.5})
+    assert flops_value > 0 and latency_value > 0
+    assert space.constraint_values(small[0], {})[1] == 0.0  # not measured (rejected before launch): no verdict
 
 
 def test_candidate__carries_defaults_so_the_config_is_complete():

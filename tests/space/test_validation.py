@@ -77,6 +77,10 @@ def test_shipped_spaces_are_valid():
         ({"name": DELETE}, "name", "required"),
         ({"architecture": DELETE}, "architecture", "required"),
         ({"proxy__eval_every": 500}, "proxy.eval_every", "larger than proxy.steps"),
+        ({"search__prescreen": {"score": "synflow"}}, "search.prescreen.score", "unknown score 'synflow'"),
+        ({"search__prescreen": {"keep": 1.0}}, "search.prescreen.keep", "must lie in (0, 1)"),
+        ({"search__prescreen": {"pool": 1}}, "search.prescreen.pool", "must lie in [2, 100000]"),
+        ({"search__prescreen": {"pools": 8}}, "search.prescreen.pools", "unknown key"),
     ],
 )
 def test_bad_space__is_rejected_with_its_yaml_path(changes, path, fragment):

@@ -1,4 +1,4 @@
-"""/api/v1/studies: submit, list, read, trials, best, cancel, resume, extend the budget, export."""
+"""/api/v1/studies: submit, list, read, trials, best, cancel, resume, extend the budget, export, plots, audits."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
+from nas.plots import PlotKind
 from nas.space import SpaceError
-from nas.store.studies import newest_audit
+from nas.store.studies import latest_audit_report, newest_audit
 from nas.store.trials import StudyStatus, TrialStateName
 from services.api import crud, queries
 from services.api.deps import PrincipalDep, SessionDep, SettingsDep
@@ -189,6 +190,44 @@ def export_study(
         raise HTTPException(status_code=409, detail=str(error)) from None
     archive = shutil.make_archive(str(work / folder.name), "zip", root_dir=folder)
     return FileResponse(archive, media_type="application/zip", filename=f"{folder.name}.zip")
+
+
+@router.get(
+    "/{study_id}/plots/{kind}",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}, "text/html": {}}, "description": "the plot, as a PNG or an HTML page"},
+        404: {"model": ErrorBody, "description": "no such study for this token, or no such plot for it (yet)"},
+    },
+)
+def study_plot(
+    study_id: StudyId,
+    kind: PlotKind,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    format: Literal["png", "html"] = "png",
+) -> Response:
+    """One of the study's plots, the same as ``nas studies show --plots`` writes: ``history``, ``pareto`` (several
+    objectives), ``importances``, ``loss_vs_params``, ``loss_vs_flops``, ``audit``; a PNG, or with
+    ``format=html`` an interactive page (plotly, self-contained)."""
+    import optuna
+
+    from nas.plots import PlotUnavailable, render_html, render_png
+    from nas.store.db import optuna_storage
+
+    row = _study_or_404(session, principal, study_id)
+    try:
+        study = optuna.load_study(study_name=row.name, storage=optuna_storage(settings.database_url))
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"study {study_id} has no trials yet") from None
+    audit = latest_audit_report(settings.database_url, row) if kind == "audit" else None
+    try:
+        if format == "html":
+            return Response(render_html(kind, study, audit), media_type="text/html")
+        return Response(render_png(kind, study, audit), media_type="image/png")
+    except PlotUnavailable as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
 
 
 @router.post(
