@@ -56,8 +56,8 @@ def write_plots(study: optuna.Study, out: Path, audit: dict[str, Any] | None = N
     return written
 
 
-def render_png(kind: str, study: optuna.Study, audit: dict[str, Any] | None = None) -> bytes:
-    """One figure as PNG bytes."""
+def render_png(kind: str, study: optuna.Study | None, audit: dict[str, Any] | None = None) -> bytes:
+    """One figure as PNG bytes (``study`` may be None for the audit scatter)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +74,7 @@ def render_png(kind: str, study: optuna.Study, audit: dict[str, Any] | None = No
             plt.close(figure)
 
 
-def render_html(kind: str, study: optuna.Study, audit: dict[str, Any] | None = None) -> str:
+def render_html(kind: str, study: optuna.Study | None, audit: dict[str, Any] | None = None) -> str:
     """One figure as a self-contained interactive HTML page."""
     return cast(str, _plotly(kind, study, audit).to_html(include_plotlyjs=True, full_html=True))
 
@@ -82,7 +82,7 @@ def render_html(kind: str, study: optuna.Study, audit: dict[str, Any] | None = N
 def write_audit_plot(report: dict[str, Any], path: Path) -> Path:
     """The audit scatter alone (``nas audit --plots``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(render_png("audit", cast(optuna.Study, None), report))
+    path.write_bytes(render_png("audit", None, report))
     return path
 
 
@@ -111,7 +111,8 @@ def _check(kind: str, study: optuna.Study | None, audit: dict[str, Any] | None) 
         if audit is None or not audit.get("finished"):
             raise PlotUnavailable("the study has no finished audit; `nas audit` or POST .../audit runs one")
         return
-    assert study is not None
+    if study is None:
+        raise PlotUnavailable(f"the {kind} plot needs a study")
     complete = _trained(study)
     if kind == "pareto" and len(study.directions) < 2:
         raise PlotUnavailable(f"study {study.study_name!r} has one objective: it has no Pareto front")
@@ -130,12 +131,13 @@ def _importances(study: optuna.Study, module: Any) -> Any:
     )
 
 
-def _matplotlib(kind: str, study: optuna.Study, audit: dict[str, Any] | None) -> Figure:
+def _matplotlib(kind: str, study: optuna.Study | None, audit: dict[str, Any] | None) -> Figure:
     from optuna.visualization import matplotlib as optuna_plots
 
     _check(kind, study, audit)
     if kind == "audit":
         return _audit_figure(cast(dict[str, Any], audit))
+    assert study is not None  # _check: every kind but the audit needs the study
     name, target = _objective(study)
     if kind == "history":
         axes = optuna_plots.plot_optimization_history(study, target=target, target_name=name)
@@ -148,7 +150,7 @@ def _matplotlib(kind: str, study: optuna.Study, audit: dict[str, Any] | None) ->
     return cast("Figure", axes.figure)  # Optuna draws on a top-level figure, never a SubFigure
 
 
-def _plotly(kind: str, study: optuna.Study, audit: dict[str, Any] | None) -> Any:
+def _plotly(kind: str, study: optuna.Study | None, audit: dict[str, Any] | None) -> Any:
     import plotly.graph_objects as go
     from optuna import visualization
 
@@ -168,6 +170,7 @@ def _plotly(kind: str, study: optuna.Study, audit: dict[str, Any] | None) -> Any
         return figure.update_layout(
             title=_audit_title(report), xaxis_title="proxy score", yaxis_title=_audit_y_label(report)
         )
+    assert study is not None  # _check: every kind but the audit needs the study
     name, target = _objective(study)
     if kind == "history":
         return visualization.plot_optimization_history(study, target=target, target_name=name)

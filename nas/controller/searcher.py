@@ -24,7 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from nas.controller.stopping import StopFlag
 from nas.space.sections import PrescreenSpec
-from nas.space.spec import MEASURED_NAMES, Candidate, SearchSpace
+from nas.space.spec import Candidate, SearchSpace, measured_figures
 from nas.store.trials import (
     CANDIDATE_KEY,
     DUPLICATE_OF,
@@ -70,9 +70,11 @@ class TrainedResult:
     figures: dict[str, Any]  # the scalar metrics and the weights' path
 
     @classmethod
-    def of(cls, trial: optuna.trial.FrozenTrial) -> TrainedResult:
+    def of(cls, number: int, values: list[float], attrs: dict[str, Any]) -> TrainedResult:
+        """From a trial's number, values and stored figures (a finished trial's user attrs, or the last result
+        and checkpoint of one that just finished)."""
         keep = (*SCALAR_METRICS, WEIGHTS_PATH)
-        return cls(trial.number, tuple(trial.values), {k: v for k, v in trial.user_attrs.items() if k in keep})
+        return cls(number, tuple(values), {k: v for k, v in attrs.items() if k in keep})
 
 
 class CandidateSearcher(OptunaSearch):
@@ -196,9 +198,7 @@ class CandidateSearcher(OptunaSearch):
     def _tell_screened_out(
         self, ot_trial: optuna.Trial, candidate: Candidate, scores: dict[str, float], why: str
     ) -> None:
-        for key, value in {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **scores}.items():
-            ot_trial.set_user_attr(key, value)
-        ot_trial.set_user_attr(PRESCREENED, why)
+        self._record(ot_trial, candidate, {**scores, PRESCREENED: why})
         self._set_constraints(ot_trial, candidate, {})
         self._tell(ot_trial, TrialState.PRUNED)
 
@@ -213,12 +213,16 @@ class CandidateSearcher(OptunaSearch):
         self, trial_id: str, ot_trial: optuna.Trial, candidate: Candidate, attrs: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Record the candidate on its Optuna trial and hand its config to Ray."""
-        record = {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **(attrs or {}), RAY_TRIAL_ID: trial_id}
-        for key, value in record.items():
-            ot_trial.set_user_attr(key, value)
+        self._record(ot_trial, candidate, {**(attrs or {}), RAY_TRIAL_ID: trial_id})
         self._ot_trials[trial_id] = ot_trial
         self._candidates[trial_id] = candidate
         return {"trial_number": ot_trial.number, "candidate": candidate.to_json()}
+
+    @staticmethod
+    def _record(ot_trial: optuna.Trial, candidate: Candidate, extra: dict[str, Any]) -> None:
+        """The candidate's record and key on its Optuna trial, with ``extra`` user attrs."""
+        for key, value in {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **extra}.items():
+            ot_trial.set_user_attr(key, value)
 
     def _trained_by_key(self) -> dict[str, TrainedResult]:
         """The study's trials trained to the end, by candidate key: read from the database once (a resumed study
@@ -227,16 +231,14 @@ class CandidateSearcher(OptunaSearch):
             self._trained = {}
             for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 if CANDIDATE_KEY in trial.user_attrs and DUPLICATE_OF not in trial.user_attrs:
-                    self._trained.setdefault(trial.user_attrs[CANDIDATE_KEY], TrainedResult.of(trial))
+                    trained = TrainedResult.of(trial.number, trial.values, trial.user_attrs)
+                    self._trained.setdefault(trial.user_attrs[CANDIDATE_KEY], trained)
         return self._trained
 
     def _reuse(self, ot_trial: optuna.Trial, candidate: Candidate, original: TrainedResult) -> None:
         """Tell a sample the study has trained already with the earlier result, marked, without a Ray trial."""
-        for key, value in {**candidate.to_json(), CANDIDATE_KEY: candidate.key, **original.figures}.items():
-            ot_trial.set_user_attr(key, value)
-        ot_trial.set_user_attr(DUPLICATE_OF, original.number)
-        measured = {k: original.figures[k] for k in MEASURED_NAMES if k in original.figures}
-        self._set_constraints(ot_trial, candidate, measured)
+        self._record(ot_trial, candidate, {**original.figures, DUPLICATE_OF: original.number})
+        self._set_constraints(ot_trial, candidate, measured_figures(original.figures))
         self._tell(ot_trial, TrialState.COMPLETE, list(original.values))
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -252,9 +254,8 @@ class CandidateSearcher(OptunaSearch):
             value = (result or {}).get(key)
             if value is not None and not (isinstance(value, float) and not math.isfinite(value)):
                 ot_trial.set_user_attr(key, value)  # not the worst-value stand-ins of a trial that never trained
-        if result and self.space.constraints and trial_id in self._candidates:
-            measured = {k: result[k] for k in MEASURED_NAMES if isinstance(result.get(k), (int, float))}
-            self._set_constraints(ot_trial, self._candidates[trial_id], measured)
+        if result and trial_id in self._candidates:
+            self._set_constraints(ot_trial, self._candidates[trial_id], measured_figures(result))
         if not error:
             self._report_last(ot_trial, result or {})
         if error:
@@ -269,10 +270,8 @@ class CandidateSearcher(OptunaSearch):
                     ot_trial.set_user_attr(WEIGHTS_PATH, checkpoint.path)
                 self._tell(ot_trial, TrialState.COMPLETE, cast(list[float], values))  # all checked finite numbers
                 if trial_id in self._candidates:
-                    figures = {k: result[k] for k in SCALAR_METRICS if k in result}
-                    if checkpoint is not None:
-                        figures[WEIGHTS_PATH] = checkpoint.path
-                    trained = TrainedResult(ot_trial.number, tuple(cast(list[float], values)), figures)
+                    figures = {**result, **({WEIGHTS_PATH: checkpoint.path} if checkpoint is not None else {})}
+                    trained = TrainedResult.of(ot_trial.number, cast(list[float], values), figures)
                     self._trained_by_key().setdefault(self._candidates[trial_id].key, trained)
             else:
                 ot_trial.set_user_attr(FAIL_REASON, f"objective values not finite: {values}")

@@ -135,16 +135,24 @@ def worst_objectives(space: SearchSpace) -> dict[str, float]:
     }
 
 
-def scores_at_init(
-    space: SearchSpace, candidate: Candidate, data: PreparedData, seed: int, device: torch.device | None = None
-) -> dict[str, float]:
-    """The zero-cost scores ``run_proxy`` records for ``candidate`` (same seed, same weights, same batch), without
-    training it: what ``search.prescreen`` ranks a pool of samples by."""
-    device = device or torch.device("cpu")
+def initialise(
+    space: SearchSpace, candidate: Candidate, data: PreparedData, seed: int, device: torch.device
+) -> tuple[torch.nn.Module, Proxy, list[dict[str, torch.Tensor]]]:
+    """A trial's starting point: the model at the seed's initialisation, its proxy and the study's fixed
+    validation batches. One place, so that a pre-screen's scores are the ones the trial itself records."""
     torch.manual_seed(seed)
     model = get_family(space.family).build(candidate.architecture, space.data_shape).to(device)
     proxy = build_proxy(space, data, candidate)
-    return zero_cost_scores(model, proxy, move(proxy.validation_batches(space.search.seed)[0], device))
+    return model, proxy, [move(b, device) for b in proxy.validation_batches(space.search.seed)]
+
+
+def scores_at_init(
+    space: SearchSpace, candidate: Candidate, data: PreparedData, seed: int, device: torch.device | None = None
+) -> dict[str, float]:
+    """The zero-cost scores ``run_proxy`` records for ``candidate``, without training it: what
+    ``search.prescreen`` ranks a pool of samples by."""
+    model, proxy, validation = initialise(space, candidate, data, seed, device or torch.device("cpu"))
+    return zero_cost_scores(model, proxy, validation[0])
 
 
 def build_proxy(space: SearchSpace, data: PreparedData, candidate: Candidate) -> Proxy:
@@ -168,13 +176,9 @@ def run_proxy(
     """
     device = device or pick_device()
     started = time.perf_counter()
-    torch.manual_seed(seed)
     family = get_family(space.family)
-    model = family.build(candidate.architecture, space.data_shape).to(device)
-    proxy = build_proxy(space, data, candidate)
+    model, proxy, validation = initialise(space, candidate, data, seed, device)
     hp, spec = candidate.hyperparameters, space.proxy
-
-    validation = [move(b, device) for b in proxy.validation_batches(space.search.seed)]
     example = proxy.example_input(spec.latency_batch_size)
     costs: dict[str, float] = {
         "params": candidate.params.total,

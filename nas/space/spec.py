@@ -32,6 +32,11 @@ DERIVED_NAMES = ("params", "non_embedding_params", "flops", "vocab_size", "seq_l
 MEASURED_NAMES = ("latency_ms",)
 
 
+def measured_figures(figures: dict[str, Any]) -> dict[str, float]:
+    """The measured figures (MEASURED_NAMES) among a trial's reported or stored ones."""
+    return {k: figures[k] for k in MEASURED_NAMES if isinstance(figures.get(k), (int, float))}
+
+
 class SpaceError(UserError, ValueError):
     """A space file is invalid. ``errors`` holds (YAML path, message) pairs, all of them, not just the first."""
 

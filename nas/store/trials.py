@@ -31,7 +31,7 @@ PARENT_TRIAL = "parent_trial"  # on an audit's trials: the number of the audited
 # it used up a place in the budget (a worker built the model). Samples rejected before launch are ``infeasible``.
 CONSTRAINT_VIOLATION = "constraint_violation"
 
-# The canonical hash of what a trial trains (architecture and hyperparameters): equal samples, equal keys.
+# The canonical hash of what a trial trains (nas.space.spec.Candidate.key): equal samples, equal keys.
 CANDIDATE_KEY = "candidate_key"
 
 # Marks. ``infeasible``: a sample the constraints rejected, told PRUNED before Ray saw it. ``lost``: a trial cut
