@@ -26,6 +26,7 @@ HEADLINES = {
     ),
     "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
     "suite_time": ("wall_s", "<= 240 s on 2 CPUs, all passing"),
+    "search_efficiency": ("compute_ratio", "<= 0.33 (best method, median of seeds)"),
 }
 
 

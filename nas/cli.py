@@ -5,6 +5,7 @@ user can fix; ``main`` prints it and exits 1, so no command repeats that."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -54,6 +55,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
+    if args.warm_start:
+        overrides.append("search.warm_start=" + json.dumps(args.warm_start))
     space = load_space(shipped_space_path(args.space), overrides)
     _quiet_libraries()
     import optuna
@@ -324,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--study-name", help="name of the study (default: space name + time)")
     search.add_argument("--storage", help="database URL (default: $NAS_DATABASE_URL or sqlite:///nas.db)")
     search.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a space value; repeatable")
+    search.add_argument(
+        "--warm-start",
+        action="append",
+        metavar="STUDY",
+        help="seed with the finished trials of an earlier study of the same space (search.warm_start); repeatable",
+    )
     search.add_argument("--no-progress", action="store_true", help="no progress bar")
     search.set_defaults(func=cmd_search)
 

@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.models.base import get_family
-from nas.store.trials import ARCHITECTURE, best_trials, count_trials
+from nas.store.trials import ARCHITECTURE, WARM_START_OF, best_trials, count_trials
 from nas.tables import format_table
 
 
@@ -39,7 +39,7 @@ def trials_table(trials: list[FrozenTrial], family: str, objectives: list[str] |
         attrs = trial.user_attrs
         rows.append(
             [
-                str(trial.number),
+                str(trial.number) + (f" (= {attrs[WARM_START_OF]})" if WARM_START_OF in attrs else ""),
                 *(_number(attrs.get(c)) for c in columns),
                 describe(attrs[ARCHITECTURE]) if ARCHITECTURE in attrs else "-",
             ]
@@ -56,7 +56,8 @@ def study_report(study: optuna.Study, row: Any, limit: int = 5) -> str:
         f"{counts['running']} running of {row.trials}; {counts['infeasible']} infeasible samples skipped"
         + (f", {counts['lost']} cut short (re-run on resume)" if counts["lost"] else "")
         + (f", {counts['duplicate']} duplicates reused" if counts["duplicate"] else "")
-        + (f", {counts['prescreened']} screened out at initialisation" if counts["prescreened"] else ""),
+        + (f", {counts['prescreened']} screened out at initialisation" if counts["prescreened"] else "")
+        + (f", {counts['warm_started']} copied from earlier studies" if counts["warm_started"] else ""),
         f"times     created {row.created_at:%Y-%m-%d %H:%M:%S}"
         + (f", started {row.started_at:%H:%M:%S}" if row.started_at else "")
         + (f", finished {row.finished_at:%H:%M:%S}" if row.finished_at else ""),

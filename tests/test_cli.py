@@ -90,6 +90,10 @@ def test_search__runs_and_studies_show_reads_it_back(tmp_path, nas_home):
     ).is_file()
     again = nas("search", "text-mlm-tiny", "--study-name", "cli-demo", *TINY, cwd=tmp_path)
     assert again.returncode == 1 and "already exists" in again.stderr
+    other = nas("search", "text-mlm-tiny", "--warm-start", "cli-demo", *TINY, "--set", "proxy.lr=1.0e-3", cwd=tmp_path)
+    assert (
+        other.returncode == 1 and "search.warm_start[0]" in other.stderr and "proxy.lr: 0.001 vs 0.003" in other.stderr
+    )
     missing = nas("studies", "show", "nope", cwd=tmp_path)
     assert missing.returncode == 1 and "no study named 'nope'" in missing.stderr
 

@@ -17,8 +17,6 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 from nas.audit.reference import long_run_overrides
 from nas.audit.stats import kendall_tau, spearman, top_k_overlap
 from nas.controller.stopping import StopFlag
@@ -68,7 +66,7 @@ def plan_audit(
         raise AuditError(f"{parent!r} is {row.status}; audit it once it has ended")
     if row.kind != "search":
         raise AuditError(f"{parent!r} is an audit itself; audit the study it checked ({_parent_name(url, row)})")
-    space = _parent_space(parent, row.spec)
+    space = _parent_space(row)
     objective = space.objectives[0]
     if objective not in LOSS_OBJECTIVES:
         raise AuditError(
@@ -314,12 +312,14 @@ def _optuna_study(url: str, name: str):
         raise AuditError(f"no study named {name!r} has trials in this database") from None
 
 
-def _parent_space(parent: str, spec: str) -> SearchSpace:
+def _parent_space(row) -> SearchSpace:
+    from nas.store.studies import stored_space
+
     try:
-        return parse_space(yaml.safe_load(spec), check_data=False, check_satisfiable=False)
+        return stored_space(row)
     except SpaceError as error:  # stored by an older release whose spaces this one no longer accepts
         raise AuditError(
-            f"the stored space of {parent!r} is no longer valid, so it cannot be retrained: {error}"
+            f"the stored space of {row.name!r} is no longer valid, so it cannot be retrained: {error}"
         ) from None
 
 

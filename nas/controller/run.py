@@ -132,6 +132,7 @@ def run_study(
     name = check_study_name(study_name or default_study_name(space))
     if create_row:
         upgrade(url)
+        _check_warm_start(url, space, name)  # a refused warm start leaves no study row behind
         create_study_row(url, name, space, status="running")
     else:
         set_status(url, name, "running")
@@ -166,6 +167,7 @@ def _run(
     from nas.controller.samplers import create_sampler, create_scheduler
     from nas.controller.searcher import CandidateSearcher
     from nas.controller.trainable import train_candidate
+    from nas.controller.warm_start import DATA_FINGERPRINT, seed_study
     from nas.data.prepare import prepare_data
 
     # Optuna's tables are the record of every trial; Tune's own CSV/JSON/TensorBoard files would only repeat them.
@@ -188,10 +190,13 @@ def _run(
         "family": space.family,
         "task": space.task,
         "objectives": list(space.objectives),
-        "data_fingerprint": data.fingerprint,
+        DATA_FINGERPRINT: data.fingerprint,
         "tokenizer_dir": data.tokenizer_dir,
     }.items():
         study.set_user_attr(key, value)
+    if space.search.warm_start:
+        _check_warm_start(url, space, name)  # again: a queued study's sources may have changed since it was submitted
+        seed_study(study, storage, space, data.fingerprint)
 
     finished_before = finished(count_trials(study.get_trials(deepcopy=False)))
     # A fixed list (an audit) already leaves out what finished; lost trials it re-runs still count as failed.
@@ -261,6 +266,16 @@ def _final_outcome(name: str, study, space: SearchSpace, searcher, stop_event: S
             name, "failed", counts, "no trial completed" + (f": {sorted(reasons)[0]}" if reasons else "")
         )
     return StudyOutcome(name, "succeeded", counts, searcher.exhausted_reason)
+
+
+def _check_warm_start(url: str, space: SearchSpace, name: str) -> None:
+    """The studies ``search.warm_start`` names exist and searched the same space (SpaceError otherwise)."""
+    if space.search.warm_start:
+        from nas.store.db import session_scope
+        from nas.store.studies import check_warm_start as check
+
+        with session_scope(url) as session:
+            check(session, space, name)
 
 
 def trial_name(trial) -> str:

@@ -74,6 +74,8 @@ class SearchSpec:
     max_failures: int = 0
     max_infeasible: int = 500
     prescreen: PrescreenSpec | None = None
+    # Earlier studies of the same space whose finished trials seed this one (copied, not re-run; no budget used).
+    warm_start: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,11 @@ def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
     if value is None:
         return (None, None) if type(None) in options else (None, "a value is required (got null)")
     for option in options:
+        if typing.get_origin(option) is tuple:  # a list of strings (``warm_start``); one string is a list of one
+            items = [value] if isinstance(value, str) else value
+            if isinstance(items, list) and all(isinstance(item, str) for item in items):
+                return tuple(items), None
+            return None, f"expected a list of strings, got {value!r}"
         if option is bool and isinstance(value, bool):
             return value, None
         if option is int and isinstance(value, int) and not isinstance(value, bool):
@@ -218,6 +225,9 @@ def check_ranges(
             )
             need(2 <= screen.pool <= 100_000, "search.prescreen.pool", "must lie in [2, 100000]")
             need(0.0 < screen.keep < 1.0, "search.prescreen.keep", "must lie in (0, 1): the fraction trained")
+        need(len(search.warm_start) <= 50, "search.warm_start", "at most 50 studies")
+        need(len(set(search.warm_start)) == len(search.warm_start), "search.warm_start", "names a study twice")
+        need(all(name.strip() for name in search.warm_start), "search.warm_start", "study names must not be empty")
     if resources:
         need(resources.cpu > 0, "resources_per_trial.cpu", "must be positive")
         need(resources.gpu >= 0, "resources_per_trial.gpu", "must be 0 or more")

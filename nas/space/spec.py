@@ -161,6 +161,33 @@ class SearchSpace:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
+    def trial_terms(self) -> dict[str, Any]:
+        """What decides the result of a trial of this space, flat (``proxy.steps``, ``architecture.num_layers``):
+        the family, task, data, architecture and hyperparameter ranges, proxy and objectives. Not the name, the
+        constraints (re-applied to each trial), the search settings or the resources."""
+        terms: dict[str, Any] = {"family": self.family, "task": self.task, "objectives": list(self.objectives)}
+        for section, values in (("data", self.data), ("proxy", self.proxy)):
+            terms.update({f"{section}.{k}": v for k, v in dataclasses.asdict(values).items()})
+        for section, params in (("architecture", self.architecture), ("hyperparameters", self.hyperparameters)):
+            terms.update({f"{section}.{k}": repr(p) for k, p in params.items()})
+        return terms
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of ``trial_terms``: two spaces with equal fingerprints give a candidate the same result, so a
+        study may reuse the other's finished trials (``search.warm_start``)."""
+        text = json.dumps(self.trial_terms(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def differences(self, other: SearchSpace) -> list[str]:
+        """The trial terms in which ``other`` differs from this space, each as ``key: this vs other``."""
+        mine, theirs = self.trial_terms(), other.trial_terms()
+        return [
+            f"{key}: {mine.get(key, '(absent)')} vs {theirs.get(key, '(absent)')}"
+            for key in sorted(mine.keys() | theirs.keys())
+            if mine.get(key) != theirs.get(key)
+        ]
+
     # --- sampling --------------------------------------------------------------------------------
     def suggest(self, trial: Any) -> Candidate:
         """Define-by-run: ask ``trial`` (an Optuna trial) for every parameter, flat ``a/b/c`` names."""

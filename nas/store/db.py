@@ -76,7 +76,7 @@ def session_scope(url: str) -> Iterator[Session]:
 def upgrade(url: str) -> None:
     """Optuna's tables, then ``alembic upgrade head`` for the service tables (idempotent).
 
-    Optuna's come first because a migration indexes one of them (0003, remade by 0005).
+    Optuna's come first because a migration indexes one of them (0003, remade by 0005 and 0006).
     """
     from alembic import command
     from alembic.config import Config
@@ -89,3 +89,25 @@ def upgrade(url: str) -> None:
     with get_engine(url).begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+MARKS_INDEX = "ix_nas_trial_user_attributes_marked"  # made by migration 0003
+
+
+def remake_marks_index(keys: tuple[str, ...]) -> None:
+    """Inside a migration: the partial index on Optuna's ``trial_user_attributes`` over the mark keys ``keys``,
+    dropped and made again under the same name (a migration that adds a mark calls it with the new list, its
+    downgrade with the old one). Only where the table exists (Optuna creates it after ``alembic upgrade head`` on
+    a new database) and the dialect has partial indexes (others would build a full one over every attribute)."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    table = "trial_user_attributes"
+    bind = op.get_bind()
+    if bind.dialect.name not in ("postgresql", "sqlite") or not sa.inspect(bind).has_table(table):
+        return
+    op.drop_index(MARKS_INDEX, table_name=table, if_exists=True)
+    where = sa.text("key IN ({})".format(", ".join(f"'{key}'" for key in keys)))
+    op.create_index(
+        MARKS_INDEX, table, ["key", "trial_id"], postgresql_where=where, sqlite_where=where, if_not_exists=True
+    )

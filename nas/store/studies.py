@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import yaml
 from sqlalchemy import select
 
 from nas.errors import UserError
-from nas.space.spec import SearchSpace
+from nas.space.load import parse_space
+from nas.space.spec import SearchSpace, SpaceError
 from nas.store.db import session_scope
 from nas.store.models import Study, utcnow
 from nas.store.trials import FINAL_STATUSES
@@ -111,3 +113,47 @@ def latest_audit_report(url: str, row: Study) -> dict | None:
         audit = newest_audit(session, row.id, with_report=True)
         result = audit.audit_result if audit is not None else None
     return json.loads(result) if result else None
+
+
+def stored_space(row: Study) -> SearchSpace:
+    """The space a study row was submitted with (its data and satisfiability not checked again); SpaceError when
+    an older release stored a space this one no longer accepts."""
+    return parse_space(yaml.safe_load(row.spec), row.name, check_data=False, check_satisfiable=False)
+
+
+def check_warm_start(session, space: SearchSpace, study_name: str, owner: str | None = None) -> list[Study]:
+    """The rows of the studies ``search.warm_start`` names, each checked: it exists (and, with ``owner``, belongs
+    to that owner: another's study reads as missing), it is not the study itself, and it searched the same space
+    (``SearchSpace.fingerprint``; the terms that differ are named). SpaceError lists every problem by YAML path."""
+    rows: list[Study] = []
+    errors: list[tuple[str, str]] = []
+    for index, name in enumerate(space.search.warm_start):
+        path = f"search.warm_start[{index}]"
+        row = session.scalar(select(Study).where(Study.name == name))
+        if name == study_name:
+            errors.append((path, "a study cannot warm-start from itself"))
+        elif row is None or (owner is not None and row.owner != owner):
+            errors.append((path, f"no study named {name!r}" + (" of yours" if owner is not None else "")))
+        else:
+            try:
+                earlier = stored_space(row)
+            except SpaceError:
+                errors.append((path, f"the stored space of study {name!r} no longer loads, so its trials cannot seed"))
+                continue
+            if earlier.fingerprint != space.fingerprint:
+                differences = space.differences(earlier)
+                shown = "; ".join(differences[:5]) + (
+                    f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+                )
+                errors.append(
+                    (
+                        path,
+                        f"study {name!r} searched a different space, so its results do not carry over "
+                        f"(this study vs {name!r}: {shown})",
+                    )
+                )
+            else:
+                rows.append(row)
+    if errors:
+        raise SpaceError(errors, "search.warm_start")
+    return rows

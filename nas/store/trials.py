@@ -39,13 +39,22 @@ CANDIDATE_KEY = "candidate_key"
 # it again. ``duplicate_of``: a sample the study had already trained to the end (its value is that trial's
 # number), told COMPLETE with the earlier result and no Ray trial; it uses no budget and is never among the best.
 # ``prescreened``: a sample ``search.prescreen`` scored at initialisation and did not train (its value says why),
-# told PRUNED; no budget used. Each mark goes with one state only; migration 0005's partial index holds exactly
-# these keys.
+# told PRUNED; no budget used. ``warm_start_of``: a finished trial copied from an earlier study of the same space by
+# ``search.warm_start`` (its value names the trial that trained, ``study#number``), told COMPLETE with that
+# trial's values; no budget used, and it may be among the best. Each mark goes with one state only; migration
+# 0006's partial index holds exactly these keys.
 INFEASIBLE = "infeasible"
 LOST = "lost"
 DUPLICATE_OF = "duplicate_of"
 PRESCREENED = "prescreened"
-MARK_STATES = {INFEASIBLE: "PRUNED", LOST: "FAIL", DUPLICATE_OF: "COMPLETE", PRESCREENED: "PRUNED"}
+WARM_START_OF = "warm_start_of"
+MARK_STATES = {
+    INFEASIBLE: "PRUNED",
+    LOST: "FAIL",
+    DUPLICATE_OF: "COMPLETE",
+    PRESCREENED: "PRUNED",
+    WARM_START_OF: "COMPLETE",
+}
 MARK_KEYS = tuple(MARK_STATES)
 
 # What a trained trial reports (nas.proxies.loop) and the searcher stores when it ends: figures, then curves.
@@ -91,7 +100,17 @@ TRIAL_STATE_NAMES: tuple[str, ...] = get_args(TrialStateName)  # Optuna's TrialS
 
 # --- counting ----------------------------------------------------------------------------------------------
 
-COUNT_KEYS = ("complete", "pruned", "failed", "running", "infeasible", "lost", "duplicate", "prescreened")
+COUNT_KEYS = (
+    "complete",
+    "pruned",
+    "failed",
+    "running",
+    "infeasible",
+    "lost",
+    "duplicate",
+    "prescreened",
+    "warm_started",
+)
 
 
 def outcome(state: Any, user_attrs: Mapping[str, Any]) -> str | None:
@@ -104,7 +123,9 @@ def outcome(state: Any, user_attrs: Mapping[str, Any]) -> str | None:
     if name == "FAIL":
         return LOST if LOST in user_attrs else "failed"
     if name == "COMPLETE":
-        return "duplicate" if DUPLICATE_OF in user_attrs else "complete"
+        if DUPLICATE_OF in user_attrs:
+            return "duplicate"
+        return "warm_started" if WARM_START_OF in user_attrs else "complete"
     return {"RUNNING": "running"}.get(name)
 
 
@@ -121,9 +142,9 @@ def count_trials(trials: Iterable[FrozenTrial]) -> dict[str, int]:
 def counts_from_totals(by_state: Mapping[str, int], marked: Mapping[str, int]) -> dict[str, int]:
     """The same counts from SQL aggregates: trials per state name, and marked trials per mark (each on its state)."""
     infeasible, lost, duplicate = marked.get(INFEASIBLE, 0), marked.get(LOST, 0), marked.get(DUPLICATE_OF, 0)
-    prescreened = marked.get(PRESCREENED, 0)
+    prescreened, warm_started = marked.get(PRESCREENED, 0), marked.get(WARM_START_OF, 0)
     return {
-        "complete": by_state.get("COMPLETE", 0) - duplicate,
+        "complete": by_state.get("COMPLETE", 0) - duplicate - warm_started,
         "pruned": by_state.get("PRUNED", 0) - infeasible - prescreened,
         "failed": by_state.get("FAIL", 0) - lost,
         "running": by_state.get("RUNNING", 0),
@@ -131,12 +152,14 @@ def counts_from_totals(by_state: Mapping[str, int], marked: Mapping[str, int]) -
         "lost": lost,
         "duplicate": duplicate,
         "prescreened": prescreened,
+        "warm_started": warm_started,
     }
 
 
 def finished(counts: Mapping[str, int]) -> int:
     """Trials that used up the budget: trained to the end, pruned by the scheduler, or failed on their own
-    (not infeasible samples, lost trials, duplicates or samples screened out before training)."""
+    (not infeasible samples, lost trials, duplicates, samples screened out before training or trials copied from
+    earlier studies)."""
     return counts["complete"] + counts["pruned"] + counts["failed"]
 
 
@@ -145,7 +168,8 @@ def finished(counts: Mapping[str, int]) -> int:
 
 def best_trials(study: Any, limit: int = 5) -> list[FrozenTrial]:
     """Single objective: the ``limit`` lowest (or highest) first values. Several: the Pareto front, by the first.
-    A duplicate's result is its original's, so only the original is listed."""
+    A duplicate's result is its original's, so only the original is listed. Trials copied by a warm start are
+    results of this space like any other, so they may be listed."""
     if len(study.directions) > 1:
         front = [t for t in study.best_trials if DUPLICATE_OF not in t.user_attrs]
         return sorted(front, key=lambda t: t.values[0])[:limit]

@@ -22,7 +22,7 @@ from nas.space import (
 )
 from nas.space.shipped import spaces_dir
 from nas.store.models import Study, utcnow
-from nas.store.studies import StudyExists, add_study_row
+from nas.store.studies import StudyExists, add_study_row, check_warm_start
 from nas.store.trials import StudyStatus
 from services.api import queries
 from services.api.schemas import AuditCreate, AuditPublic, BestPublic, SpaceSummary, StudyCreate, StudyPublic
@@ -38,6 +38,8 @@ class Conflict(ValueError):
 def space_from_request(body: StudyCreate, max_trials: int) -> SearchSpace:
     """The validated space a submission asks for; raises SpaceError (422) listing every problem."""
     overrides = {str(k): v for k, v in body.overrides.items()}
+    if body.warm_start is not None:
+        overrides["search.warm_start"] = list(body.warm_start)
     if body.space is not None:
         path = spaces_dir() / f"{body.space}.yaml"
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", body.space) or not path.is_file():
@@ -68,13 +70,23 @@ def summary(space: SearchSpace) -> SpaceSummary:
     )
 
 
-def create_study(session: Session, body: StudyCreate, space: SearchSpace, owner: str) -> Study:
+def create_study(session: Session, body: StudyCreate, space: SearchSpace, principal: Principal) -> Study:
+    """Insert the submission as queued. A warm start may name only the caller's own studies (an admin's: any)
+    of the same space; SpaceError (422) otherwise."""
     from nas.controller.run import default_study_name
 
+    name = body.name or _unused_name(session, default_study_name(space))
+    check_warm_start(session, space, name, owner=None if principal.is_admin else principal.name)
     try:
-        return add_study_row(session, body.name or default_study_name(space), space, status="queued", owner=owner)
+        return add_study_row(session, name, space, status="queued", owner=principal.name)
     except StudyExists as error:
         raise Conflict(str(error)) from None
+
+
+def _unused_name(session: Session, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``...: two unnamed submissions in one second get the same default name."""
+    taken = set(session.scalars(select(Study.name).where(Study.name.startswith(name, autoescape=True))))
+    return next(c for c in [name, *(f"{name}-{n}" for n in range(2, len(taken) + 2))] if c not in taken)
 
 
 def create_audit(session: Session, url: str, parent: Study, body: AuditCreate) -> Study:

@@ -25,6 +25,12 @@ class StudyCreate(BaseModel):
     space_yaml: str | None = Field(default=None, max_length=100_000, description="an inline space, as YAML text")
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     overrides: dict[str, Any] = Field(default_factory=dict, description='e.g. {"search.trials": 4}')
+    warm_start: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None,
+        max_length=50,
+        description="names of your earlier studies of the same space whose finished trials seed this one "
+        "(search.warm_start; replaces the space's own list)",
+    )
 
     @model_validator(mode="after")
     def _one_space(self) -> StudyCreate:
@@ -48,6 +54,7 @@ class TrialCounts(BaseModel):
     lost: int = 0  # cut short by a cancel or a dead runner; they do not use up the budget
     duplicate: int = 0  # samples the study had trained already: the earlier result reused, no budget used
     prescreened: int = 0  # samples search.prescreen scored at initialisation and did not train; no budget used
+    warm_started: int = 0  # finished trials copied from earlier studies by search.warm_start; no budget used
     finished: int = 0
     budget: int = 0
 

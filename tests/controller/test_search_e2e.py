@@ -248,15 +248,78 @@ def test_search__prescreen_trains_only_the_best_scoring_samples_of_a_pool(ray_cl
     assert all(t.user_attrs["candidate_key"] != trained.user_attrs["candidate_key"] for t in screened)
 
 
-def test_search__a_second_study_on_the_same_corpus_reuses_the_prepared_data(ray_cluster, sqlite_url):
-    space = load_space(SPACES / "text-mlm-tiny.yaml", PER_FAMILY["text-mlm-tiny"] + ["search.trials=1"])
-    run_study(space, "first", sqlite_url, progress=False)
-    run_study(space, "second", sqlite_url, progress=False)
+def test_search__a_warm_start_copies_finished_trials_without_rerunning_them_and_refuses_another_space(
+    ray_cluster, sqlite_url
+):
+    """Three distinct samples in the whole space (one shape, three rates). The first study trains two; a second
+    study warm-started from it copies both (no Ray trial, no budget) and trains only the third. A space whose
+    proxy differs, a missing study and the study itself are refused before any row is written."""
+    one_shape = PER_FAMILY["text-mlm-tiny"] + [
+        *ONE_BERT_SHAPE,
+        "hyperparameters.lr={choice: [1.0e-3, 2.0e-3, 3.0e-3]}",
+        "search.sampler=random",
+        "search.scheduler=none",
+    ]
+    first_space = load_space(SPACES / "text-mlm-tiny.yaml", one_shape + ["search.trials=2"])
+    assert run_study(first_space, "first", sqlite_url, progress=False).counts["complete"] == 2
+    space = load_space(SPACES / "text-mlm-tiny.yaml", one_shape + ["search.trials=1", "search.warm_start=[first]"])
+    outcome = run_study(space, "second", sqlite_url, progress=False)
+    assert outcome.status == "succeeded", outcome
+    assert outcome.counts["warm_started"] == 2 and outcome.counts["complete"] == 1
     first, second = load_optuna(sqlite_url, "first"), load_optuna(sqlite_url, "second")
+    originals = {f"first#{t.number}": t for t in first.trials}
+    copies = [t for t in second.trials if "warm_start_of" in t.user_attrs]
+    assert len(copies) == 2
+    for copy in copies:
+        original = originals[copy.user_attrs["warm_start_of"]]
+        assert copy.state == TrialState.COMPLETE and copy.values == original.values and copy.params == original.params
+        assert copy.user_attrs["val_loss"] == original.user_attrs["val_loss"]
+        assert copy.user_attrs["weights_path"] == original.user_attrs["weights_path"]  # the export reads these
+        assert "ray_trial_id" not in copy.user_attrs  # not run again
+    [trained] = [t for t in second.trials if "ray_trial_id" in t.user_attrs]
+    assert trained.params["lr"] not in {t.params["lr"] for t in first.trials}
+    # Samples equal to a copied trial reuse it as a duplicate; the best list may name a copied trial.
+    duplicates = [t for t in second.trials if "duplicate_of" in t.user_attrs]
+    assert all(second.trials[t.user_attrs["duplicate_of"]] in copies + [trained] for t in duplicates)
+    from nas.store.trials import best_trials
+
+    assert {t.number for t in best_trials(second)} == {t.number for t in [*copies, trained]}
+    # The same corpus: the data prepared for the first study is reused.
     assert first.user_attrs["data_fingerprint"] == second.user_attrs["data_fingerprint"]
     from nas.data.prepare import prepare_data
 
     assert prepare_data(space.data, "text", 0).cache_hit
+    # A resumed run copies nothing twice.
+    assert run_study(space, "second", sqlite_url, progress=False, create_row=False).counts["warm_started"] == 2
+
+    from nas.space import SpaceError
+    from nas.store.studies import StudyNotFound
+
+    refused = [
+        ("other-proxy", ["proxy.steps=20", "proxy.eval_every=10"], ["first"], "proxy.steps: 20 vs 10"),
+        ("missing", [], ["first", "never-ran"], "no study named 'never-ran'"),
+        ("itself", [], ["itself"], "cannot warm-start from itself"),
+    ]
+    for name, changes, sources, message in refused:
+        other = load_space(SPACES / "text-mlm-tiny.yaml", one_shape + changes + [f"search.warm_start={sources}"])
+        with pytest.raises(SpaceError) as error:
+            run_study(other, name, sqlite_url, progress=False)
+        assert f"search.warm_start[{len(sources) - 1}]" in str(error.value) and message in str(error.value)
+        with pytest.raises(StudyNotFound):
+            get_study_row(sqlite_url, name)  # nothing written
+
+    # Constraints are not part of the fingerprint: they are applied again to every copied trial.
+    from nas.controller.warm_start import seed_study
+
+    strict = load_space(
+        SPACES / "text-mlm-tiny.yaml", one_shape + ["constraints=[lr <= 1.5e-3]", "search.warm_start=[first]"]
+    )
+    assert strict.fingerprint == space.fingerprint
+    target = optuna.create_study(study_name="strict", storage=optuna_storage(sqlite_url))
+    report = seed_study(target, optuna_storage(sqlite_url), strict, first.user_attrs["data_fingerprint"])
+    rates = [t.params["lr"] for t in first.trials if "ray_trial_id" in t.user_attrs]
+    assert (report.copied, report.rejected) == (rates.count(1.0e-3), 2 - rates.count(1.0e-3))
+    assert all(t.params["lr"] == 1.0e-3 and t.constraints[0] < 0 for t in target.trials)  # the new space's values
 
 
 def test_search__multi_objective_nsga2_with_hyperband_gives_a_pareto_front(ray_cluster, sqlite_url):

@@ -80,13 +80,23 @@ def test_auth__a_token_sees_only_its_own_studies(sqlite_server):
     alice = sqlite_server.client(token_for(sqlite_server, "alice"))
     bob = sqlite_server.client(token_for(sqlite_server, "bob"))
     admin = sqlite_server.client(token_for(sqlite_server, "root", admin=True))
-    study = submit(alice)
+    study = submit(alice, name="alices")
     assert bob.get(f"/api/v1/studies/{study['id']}").status_code == 404
     assert bob.post(f"/api/v1/studies/{study['id']}/cancel").status_code == 404
     assert bob.get(f"/api/v1/studies/{study['id']}/trials").status_code == 404
     assert bob.get("/api/v1/studies").json()["count"] == 0
     assert alice.get("/api/v1/studies").json()["count"] == 1
     assert admin.get(f"/api/v1/studies/{study['id']}").status_code == 200
+    # A warm start may name only the caller's own studies (an admin's: any) of the same space.
+    theirs = bob.post("/api/v1/studies", json={"space": "text-mlm-tiny", "name": "b", "warm_start": ["alices"]})
+    assert theirs.status_code == 422 and theirs.json()["errors"][0]["path"] == "search.warm_start[0]"
+    assert "no study named 'alices' of yours" in theirs.text
+    other = {"space": "text-mlm-tiny", "overrides": {**TINY_TEXT, "proxy.steps": 20}, "warm_start": ["alices"]}
+    assert "proxy.steps: 20 vs 10" in alice.post("/api/v1/studies", json=other).text
+    seeded = submit(alice, name="seeded", warm_start=["alices"])
+    assert seeded["counts"]["warm_started"] == 0  # copied when a runner starts it
+    assert submit(admin, name="admin-seeded", warm_start=["alices"])["owner"] == "root"
+    assert bob.get("/api/v1/studies").json()["count"] == 0 and alice.get("/api/v1/studies").json()["count"] == 2
     anonymous = sqlite_server.client()
     assert anonymous.get("/api/v1/studies").status_code == 401
     assert sqlite_server.client("nas_wrong").get("/api/v1/studies").status_code == 401
@@ -153,6 +163,8 @@ def test_bad_input__answers_4xx_with_a_message_and_writes_nothing(sqlite_server)
     assert alice.post("/api/v1/studies", json={"space": "text-mlm-tiny", "name": "dup"}).status_code == 409
     assert alice.post(f"/api/v1/studies/{ok['id']}/resume").status_code == 409
     assert alice.patch(f"/api/v1/studies/{ok['id']}", json={"trials": 0}).status_code == 422
+    unnamed = [submit(alice)["name"] for _ in range(3)]  # within a second: one default name, made unique
+    assert len(set(unnamed)) == 3 and all(name.startswith("text-mlm-tiny-") for name in unnamed)
 
 
 def test_spaces__list_get_and_validate(sqlite_server):

@@ -15,6 +15,7 @@ from nas.store.models import Study
 from nas.store.trials import FINAL_STATUSES, count_trials, finished
 from services.api.crud import create_study
 from services.api.schemas import StudyCreate
+from services.auth import Principal
 from tests.conftest import SPACES
 from tests.services.conftest import TINY_TEXT, start_worker, stop_worker, wait_for, worker_logs
 
@@ -27,7 +28,9 @@ def queue_study(url: str, name: str, overrides: dict) -> None:
     upgrade(url)
     space = load_space(SPACES / "text-mlm-tiny.yaml", overrides)
     with session_scope(url) as session:
-        create_study(session, StudyCreate(space="text-mlm-tiny", name=name, overrides=overrides), space, "alice")
+        create_study(
+            session, StudyCreate(space="text-mlm-tiny", name=name, overrides=overrides), space, Principal("alice")
+        )
 
 
 def studies(url: str) -> dict[str, Study]:

@@ -88,3 +88,28 @@ def test_candidate__survives_its_json_record_unchanged():
     assert isinstance(candidate.hyperparameters["batch_size"], int) and isinstance(
         candidate.hyperparameters["lr"], float
     )
+
+
+def test_fingerprint__changes_with_what_decides_a_result_and_not_with_the_search_around_it():
+    """Warm starts compare fingerprints: a name, the search settings, resources or constraints leave it as it is;
+    the proxy, the data or a range of the space change it, and ``differences`` names what changed."""
+    base = load_space(SPACES / "text-mlm-tiny.yaml")
+    same = [
+        "name=renamed",
+        "search.trials=99",
+        "search.sampler=random",
+        "resources_per_trial.cpu=2",
+        "constraints=[params <= 500_000]",
+    ]
+    for override in same:
+        assert load_space(SPACES / "text-mlm-tiny.yaml", [override]).fingerprint == base.fingerprint, override
+    changed = {
+        "proxy.lr=1.0e-3": "proxy.lr: 0.003 vs 0.001",
+        "data.seq_len=32": "data.seq_len: 64 vs 32",
+        "architecture.num_layers={int: [1, 4]}": "architecture.num_layers",
+        "objectives=[val_loss, params]": "objectives",
+    }
+    for override, named in changed.items():
+        other = load_space(SPACES / "text-mlm-tiny.yaml", [override])
+        assert other.fingerprint != base.fingerprint, override
+        assert len(base.differences(other)) == 1 and base.differences(other)[0].startswith(named), override

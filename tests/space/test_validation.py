@@ -81,6 +81,9 @@ def test_shipped_spaces_are_valid():
         ({"search__prescreen": {"keep": 1.0}}, "search.prescreen.keep", "must lie in (0, 1)"),
         ({"search__prescreen": {"pool": 1}}, "search.prescreen.pool", "must lie in [2, 100000]"),
         ({"search__prescreen": {"pools": 8}}, "search.prescreen.pools", "unknown key"),
+        ({"search__warm_start": {"study": "a"}}, "search.warm_start", "expected a list of strings"),
+        ({"search__warm_start": ["a", 3]}, "search.warm_start", "expected a list of strings"),
+        ({"search__warm_start": ["a", "a"]}, "search.warm_start", "names a study twice"),
     ],
 )
 def test_bad_space__is_rejected_with_its_yaml_path(changes, path, fragment):

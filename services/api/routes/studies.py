@@ -71,10 +71,9 @@ def _study_or_404(session, principal, study_id: int):
 def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> StudyPublic:
     try:
         space = crud.space_from_request(body, settings.max_trials)
+        row = crud.create_study(session, body, space, principal)
     except SpaceError as error:
         raise _space_error(error) from None
-    try:
-        row = crud.create_study(session, body, space, principal.name)
     except crud.Conflict as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
     return crud.study_public(session, row)

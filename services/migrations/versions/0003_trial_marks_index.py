@@ -19,29 +19,19 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
+from nas.store.db import MARKS_INDEX, remake_marks_index
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-TABLE = "trial_user_attributes"
-INDEX = "ix_nas_trial_user_attributes_marked"
-
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    if bind.dialect.name not in ("postgresql", "sqlite"):
-        return  # a partial index; the other dialects would build a full one over every attribute
-    inspector = sa.inspect(bind)
-    if not inspector.has_table(TABLE):
-        return  # Optuna creates its tables after `alembic upgrade head` on a new database; see nas.store.db
-    if any(index["name"] == INDEX for index in inspector.get_indexes(TABLE)):
-        return
-    where = sa.text("key IN ('infeasible', 'lost')")
-    op.create_index(INDEX, TABLE, ["key", "trial_id"], postgresql_where=where, sqlite_where=where, if_not_exists=True)
+    remake_marks_index(("infeasible", "lost"))
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    if sa.inspect(bind).has_table(TABLE):
-        op.drop_index(INDEX, table_name=TABLE, if_exists=True)
+    if sa.inspect(bind).has_table("trial_user_attributes"):
+        op.drop_index(MARKS_INDEX, table_name="trial_user_attributes", if_exists=True)

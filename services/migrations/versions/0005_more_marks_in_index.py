@@ -11,32 +11,17 @@ Revises: 0004
 Create Date: 2026-12-01
 """
 
-import sqlalchemy as sa
-from alembic import op
+from nas.store.db import remake_marks_index
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-TABLE = "trial_user_attributes"
-INDEX = "ix_nas_trial_user_attributes_marked"
-
-
-def _remake(keys: str) -> None:
-    bind = op.get_bind()
-    if bind.dialect.name not in ("postgresql", "sqlite"):
-        return  # a partial index; the other dialects would build a full one over every attribute
-    if not sa.inspect(bind).has_table(TABLE):
-        return  # Optuna creates its tables after `alembic upgrade head` on a new database; see nas.store.db
-    op.drop_index(INDEX, table_name=TABLE, if_exists=True)
-    where = sa.text(f"key IN ({keys})")
-    op.create_index(INDEX, TABLE, ["key", "trial_id"], postgresql_where=where, sqlite_where=where, if_not_exists=True)
-
 
 def upgrade() -> None:
-    _remake("'infeasible', 'lost', 'duplicate_of', 'prescreened'")
+    remake_marks_index(("infeasible", "lost", "duplicate_of", "prescreened"))
 
 
 def downgrade() -> None:
-    _remake("'infeasible', 'lost'")
+    remake_marks_index(("infeasible", "lost"))
