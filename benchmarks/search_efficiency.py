@@ -62,6 +62,7 @@ def main() -> None:
         help="another searched method, as overrides on top of tpe_asha (a lever tried)",
     )
     parser.add_argument("--quick", action="store_true", help="4 trials, 1 seed: checks the script, writes nothing")
+    parser.add_argument("--only", help="comma-separated methods to run (random is always run: the baseline)")
     parser.add_argument("--lever", help="record a row of results/search_efficiency_levers.json, not the main result")
     parser.add_argument(
         "--summarise", metavar="DB", help="summarise the searches stored in DB (a sqlite file of an earlier run)"
@@ -71,6 +72,9 @@ def main() -> None:
     for text in args.method:
         name, _, overrides = text.partition(":")
         methods[name] = [*METHODS["tpe_asha"], *overrides.split(",")]
+    if args.only:
+        chosen = {"random", *args.only.split(",")}
+        methods = {name: overrides for name, overrides in methods.items() if name in chosen}
     if args.quick:
         args.trials, args.seeds = 4, 1
     if args.summarise:

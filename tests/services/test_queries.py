@@ -46,6 +46,9 @@ def seeded(url: str, name: str = "q") -> tuple[optuna.Study, int]:
             trial(TrialState.COMPLETE, 4.0, lost=True),
             # a duplicate reuses its original's result (planted lower here: it must never be listed as the best)
             trial(TrialState.COMPLETE, 1.0, val_loss=1.0, duplicate_of=1),
+            trial(TrialState.PRUNED, prescreened="zero_cost_snip 0.1, rank 4 of 4"),
+            # copied by a warm start: a result of this space like any other, so it may be the best
+            trial(TrialState.COMPLETE, 1.5, val_loss=1.5, warm_start_of="earlier#3"),
         ]
     )
     with session_scope(url) as session:
@@ -64,15 +67,15 @@ def test_counts_best_and_pages_match_optuna(url):
     with session_scope(url) as session:
         counts = queries.trial_counts(session, study_id, 10)
         assert (counts.complete, counts.pruned, counts.infeasible, counts.failed, counts.lost) == (3, 1, 1, 1, 1)
-        assert counts.duplicate == 1
+        assert (counts.duplicate, counts.prescreened, counts.warm_started) == (1, 1, 1)
         assert counts.finished == 5 and counts.running == 0
         # The SQL aggregates and the Python rule over Optuna's trials (CLI, progress bar) give the same counts.
         assert counts.model_dump(exclude={"finished", "budget"}) == trials.count_trials(study.get_trials())
         ids = queries.best_trial_ids(session, study_id, queries.directions(session, study_id))
         [best] = queries.load_trials(session, ids)
-        assert best.number == trials.best_trials(study, 1)[0].number == 1 and best.values == [2.0]
+        assert best.number == trials.best_trials(study, 1)[0].number == 9 and best.values == [1.5]
         page, total = queries.trials_page(session, study_id, [], "number", False, 50, 0)
-    assert total == 8 and [t.number for t in page] == list(range(8))
+    assert total == 10 and [t.number for t in page] == list(range(10))
     for public, frozen in zip(page, study.get_trials()):
         assert public.state == frozen.state.name and public.params == frozen.params
         assert public.values == frozen.values and public.architecture == frozen.user_attrs["architecture"]
@@ -116,7 +119,7 @@ def test_migrations_add_the_marks_partial_index_once_optunas_tables_exist(url):
     with session_scope(url) as session:
         counts = queries.trial_counts(session, study_id, 10)  # the join over the partial index
     assert (counts.pruned, counts.infeasible, counts.failed, counts.lost, counts.duplicate) == (1, 1, 1, 1, 1)
-    assert trials.best_trials(optuna.load_study(study_name="after", storage=optuna_storage(url)), 1)[0].number == 1
+    assert trials.best_trials(optuna.load_study(study_name="after", storage=optuna_storage(url)), 1)[0].number == 9
 
 
 def test_trial_record__names_every_optuna_state_and_nothing_else():
