@@ -228,12 +228,14 @@ def events(study, space) -> dict[str, Any]:
     }
 
 
+def spent_by(run: dict[str, Any], when: float) -> float:
+    """Compute spent by time ``when``: every trial started by then, counted whole."""
+    return sum(c for started, c in run["spent"] if started <= when)
+
+
 def compute_to_reach(run: dict[str, Any], target: float) -> float | None:
-    """Compute spent (counted from each trial's start) when a completed trial first reached ``target``."""
-    for when, value in run["results"]:
-        if value <= target:
-            return sum(c for started, c in run["spent"] if started <= when)
-    return None
+    """Compute spent when a completed trial first reached ``target``."""
+    return next((spent_by(run, when) for when, value in run["results"] if value <= target), None)
 
 
 def anytime(run: dict[str, Any], budget: float) -> list[tuple[float, float]]:
@@ -241,7 +243,7 @@ def anytime(run: dict[str, Any], budget: float) -> list[tuple[float, float]]:
     curve, best = [], float("inf")
     for when, value in run["results"]:
         best = min(best, value)
-        curve.append((sum(c for started, c in run["spent"] if started <= when) / budget, best))
+        curve.append((spent_by(run, when) / budget, best))
     return curve
 
 

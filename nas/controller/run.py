@@ -137,6 +137,8 @@ def run_study(
     else:
         set_status(url, name, "running")
     try:
+        if not create_row:
+            _check_warm_start(url, space, name)  # a queued study's sources may have changed since it was submitted
         outcome = _run(space, name, url, progress, stop_event or StopFlag(), fixed_candidates)
         if before_final_status is not None:
             before_final_status(outcome)
@@ -194,8 +196,7 @@ def _run(
         "tokenizer_dir": data.tokenizer_dir,
     }.items():
         study.set_user_attr(key, value)
-    if space.search.warm_start:
-        _check_warm_start(url, space, name)  # again: a queued study's sources may have changed since it was submitted
+    if space.search.warm_start:  # checked by run_study against the earlier studies
         seed_study(study, storage, space, data.fingerprint)
 
     finished_before = finished(count_trials(study.get_trials(deepcopy=False)))

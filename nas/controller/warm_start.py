@@ -71,13 +71,12 @@ def seed_study(
             copied.add(origin)
             known_keys.add(key)
             report.copied += 1
-    if space.search.warm_start:
-        log.info(
-            "warm start: %d trials copied, %d held already, %d rejected by this space's constraints",
-            report.copied,
-            report.already_copied,
-            report.rejected,
-        )
+    log.info(
+        "warm start: %d trials copied, %d held already, %d rejected by this space's constraints",
+        report.copied,
+        report.already_copied,
+        report.rejected,
+    )
     return report
 
 

@@ -37,6 +37,12 @@ def measured_figures(figures: dict[str, Any]) -> dict[str, float]:
     return {k: figures[k] for k in MEASURED_NAMES if isinstance(figures.get(k), (int, float))}
 
 
+def canonical_hash(record: dict[str, Any]) -> str:
+    """A hash of ``record`` that does not depend on key order or spacing (candidate keys, space fingerprints)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 class SpaceError(UserError, ValueError):
     """A space file is invalid. ``errors`` holds (YAML path, message) pairs, all of them, not just the first."""
 
@@ -97,8 +103,7 @@ class Candidate:
         record = {
             k: v for k, v in self.to_json().items() if k in ("architecture", "hyperparameters", "family", "data_shape")
         }
-        text = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return canonical_hash(record)
 
     def build(self) -> Any:
         """The model, built from the record alone (a fresh initialisation at the current torch seed)."""
@@ -176,8 +181,7 @@ class SearchSpace:
     def fingerprint(self) -> str:
         """A hash of ``trial_terms``: two spaces with equal fingerprints give a candidate the same result, so a
         study may reuse the other's finished trials (``search.warm_start``)."""
-        text = json.dumps(self.trial_terms(), sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        return canonical_hash(self.trial_terms())
 
     def differences(self, other: SearchSpace) -> list[str]:
         """The trial terms in which ``other`` differs from this space, each as ``key: this vs other``."""

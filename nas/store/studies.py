@@ -121,11 +121,10 @@ def stored_space(row: Study) -> SearchSpace:
     return parse_space(yaml.safe_load(row.spec), row.name, check_data=False, check_satisfiable=False)
 
 
-def check_warm_start(session, space: SearchSpace, study_name: str, owner: str | None = None) -> list[Study]:
-    """The rows of the studies ``search.warm_start`` names, each checked: it exists (and, with ``owner``, belongs
+def check_warm_start(session, space: SearchSpace, study_name: str, owner: str | None = None) -> None:
+    """Check each study ``search.warm_start`` names: it exists (and, with ``owner``, belongs
     to that owner: another's study reads as missing), it is not the study itself, and it searched the same space
     (``SearchSpace.fingerprint``; the terms that differ are named). SpaceError lists every problem by YAML path."""
-    rows: list[Study] = []
     errors: list[tuple[str, str]] = []
     for index, name in enumerate(space.search.warm_start):
         path = f"search.warm_start[{index}]"
@@ -152,8 +151,5 @@ def check_warm_start(session, space: SearchSpace, study_name: str, owner: str | 
                         f"(this study vs {name!r}: {shown})",
                     )
                 )
-            else:
-                rows.append(row)
     if errors:
         raise SpaceError(errors, "search.warm_start")
-    return rows
