@@ -86,14 +86,21 @@ def postgres_url():
         pytest.skip(f"PostgreSQL not reachable: {exc}")
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    from nas.store.db import _session_factory, get_engine, normalise_url, optuna_storage
+    from nas.store.db import get_engine, normalise_url
 
     get_engine(normalise_url(f"{base}/{name}")).dispose()
+    forget_engines()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def forget_engines() -> None:
+    """Drop this process's cached engines, sessions and Optuna storages (their database is about to go away)."""
+    from nas.store.db import _session_factory, get_engine, optuna_storage
+
     get_engine.cache_clear()
     _session_factory.cache_clear()
     optuna_storage.cache_clear()
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

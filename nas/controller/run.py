@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from nas.catalog import TASKS
 from nas.controller.stopping import StopFlag
-from nas.errors import UserError
+from nas.errors import UserError, failure_message, first_line
 from nas.settings import database_url, nas_home, ray_address
 from nas.store.db import optuna_storage
+from nas.store.outage import DatabaseUnavailable, call_with_retry, is_outage
 from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
 
 if TYPE_CHECKING:
@@ -130,29 +131,55 @@ def run_study(
 
     url = database_url(storage_url)
     name = check_study_name(study_name or default_study_name(space))
+    stop_event = stop_event or StopFlag()
     if create_row:
         upgrade(url)
         _check_warm_start(url, space, name)  # a refused warm start leaves no study row behind
         create_study_row(url, name, space, status="running")
     else:
-        set_status(url, name, "running")
+        call_with_retry(lambda: set_status(url, name, "running"), "marking the study running")
     try:
         if not create_row:
             _check_warm_start(url, space, name)  # a queued study's sources may have changed since it was submitted
-        outcome = _run(space, name, url, progress, stop_event or StopFlag(), fixed_candidates)
+        outcome = _run(space, name, url, progress, stop_event, fixed_candidates)
         if before_final_status is not None:
             before_final_status(outcome)
     except KeyboardInterrupt:
-        _fail_running_trials(url, name, "interrupted before it finished")
-        set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")
+        if not stop_event.claim_lost:
+            _fail_running_trials(url, name, "interrupted before it finished")
+            set_status(url, name, "interrupted", "stopped by the user (Ctrl-C)")
         raise
     except Exception as exc:
-        _fail_running_trials(url, name, f"study failed: {exc}")
-        # A user's mistake reads as its message; anything else keeps its type, to be looked up.
-        set_status(url, name, "failed", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
+        if stop_event.claim_lost:  # another runner resumed the study; what this one saw last is not the record
+            log.warning("study %s: taken over by another runner while it failed here: %s", name, first_line(exc))
+            return StudyOutcome(name, "running", {}, "taken over by another runner")
+        if is_outage(exc):
+            raise _after_outage(url, name, exc, requeue=not create_row) from exc
+        _fail_running_trials(url, name, f"study failed: {first_line(exc)}")
+        set_status(url, name, "failed", failure_message(exc, log, f"study {name} failed"))
         raise
-    set_status(url, name, outcome.status, outcome.error)
+    if stop_event.claim_lost:
+        log.warning("study %s: taken over by another runner; leaving its status to that runner", name)
+        return StudyOutcome(name, "running", outcome.counts, "taken over by another runner")
+    call_with_retry(lambda: set_status(url, name, outcome.status, outcome.error), "recording the study's end")
     return outcome
+
+
+def _after_outage(url: str, name: str, error: Exception, requeue: bool) -> DatabaseUnavailable:
+    """The database stayed out longer than the retries wait: once it answers again (one more retry budget), mark
+    the trials that were running lost (they do not use the budget) and hand the study back: ``queued`` for a runner
+    to resume it, ``interrupted`` for the CLI. If it is still out, the next claim does the same (its lease expires,
+    and a resumed run starts by marking RUNNING trials lost). Returns the error to raise."""
+    from nas.store.studies import set_status
+
+    status, what = ("queued", "queued to resume") if requeue else ("interrupted", "interrupted")
+    message = f"the database was unreachable during the study; {what} with its finished trials kept"
+    try:
+        call_with_retry(lambda: _fail_running_trials(url, name, "the database was unreachable"), "marking trials lost")
+        call_with_retry(lambda: set_status(url, name, status, message), f"marking the study {status}")
+    except DatabaseUnavailable as still_out:
+        log.warning("study %s: %s; it stays claimed until its lease expires", name, still_out)
+    return error if isinstance(error, DatabaseUnavailable) else DatabaseUnavailable(f"{message}: {first_line(error)}")
 
 
 def _run(
@@ -245,7 +272,8 @@ def _run(
         bar.close()
         searcher.release_screened()
     reason = "cancelled" if stop_event.is_set() else "interrupted before it finished"
-    _fail_running_trials(url, name, reason)
+    if not stop_event.claim_lost:  # else the trials still RUNNING are the new runner's
+        _fail_running_trials(url, name, reason)
     return _final_outcome(name, study, space, searcher, stop_event)
 
 

@@ -11,13 +11,17 @@ scheduler) or FAIL (an error, with its reason).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -39,6 +43,8 @@ from nas.store.trials import (
     STORED_METRICS,
     WEIGHTS_PATH,
 )
+
+log = logging.getLogger(__name__)
 
 
 def error_reason(text: str | None, limit: int = 500) -> str:
@@ -244,12 +250,34 @@ class CandidateSearcher(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         value = result.get(self.space.objectives[0])
         if isinstance(value, float) and math.isfinite(value):
-            super().on_trial_result(trial_id, result)
+            with self._unless_taken_over(trial_id):
+                super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        ot_trial = self._ot_trials[trial_id]
+        with self._unless_taken_over(trial_id):
+            self._complete(trial_id, self._ot_trials[trial_id], result, error)
+        self._completed_trials.add(trial_id)
+
+    @contextmanager
+    def _unless_taken_over(self, trial_id: str) -> Iterator[None]:
+        """Drop what a trial reports once another runner has marked it lost: this runner's lease expired (a database
+        outage, a paused process), the study was claimed and resumed elsewhere, and this runner stops at its next
+        heartbeat. Any other write to a finished trial is still an error."""
+        try:
+            yield
+        except UpdateFinishedTrialError:
+            ot_trial = self._ot_trials[trial_id]
+            stored = self.study._storage.get_trial(ot_trial._trial_id)
+            if not stored.user_attrs.get(LOST):
+                raise
+            log.warning(
+                "trial %s was marked lost by a runner that resumed the study; its result is dropped", ot_trial.number
+            )
+            self._completed_trials.add(trial_id)
+
+    def _complete(self, trial_id: str, ot_trial: optuna.Trial, result: dict[str, Any] | None, error: bool) -> None:
         for key in STORED_METRICS:
             value = (result or {}).get(key)
             if value is not None and not (isinstance(value, float) and not math.isfinite(value)):
@@ -282,7 +310,6 @@ class CandidateSearcher(OptunaSearch):
             self._tell(ot_trial, TrialState.FAIL)
         else:
             self._tell(ot_trial, TrialState.PRUNED)  # stopped before its last step: the scheduler's decision
-        self._completed_trials.add(trial_id)
 
     def _set_constraints(self, ot_trial: optuna.Trial, candidate: Candidate, measured: dict[str, float]) -> None:
         """Each constraint's value (<= 0 when met) on the trial, where TPE, GP and NSGA-II read them to learn the

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from nas.store.outage import call_with_retry
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "services" / "migrations"
 VERSION_TABLE = "nas_alembic_version"  # Optuna's own Alembic uses the default "alembic_version"
 
@@ -48,10 +50,13 @@ def get_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=16)
 def optuna_storage(url: str):
-    """One Optuna ``RDBStorage`` per database URL and process (it is thread-safe, and each one holds a pool)."""
-    import optuna
+    """One Optuna ``RDBStorage`` per database URL and process (it is thread-safe, and each one holds a pool), which
+    waits out database outages (:mod:`nas.store.resilient_storage`)."""
+    from nas.store.resilient_storage import ResilientRDBStorage
 
-    return optuna.storages.RDBStorage(normalise_url(url), engine_kwargs=engine_options(url))
+    return call_with_retry(
+        lambda: ResilientRDBStorage(normalise_url(url), engine_kwargs=engine_options(url)), "opening Optuna's storage"
+    )
 
 
 @lru_cache(maxsize=16)
@@ -74,14 +79,18 @@ def session_scope(url: str) -> Iterator[Session]:
 
 
 def upgrade(url: str) -> None:
-    """Optuna's tables, then ``alembic upgrade head`` for the service tables (idempotent).
+    """Optuna's tables, then ``alembic upgrade head`` for the service tables (idempotent; one transaction on
+    PostgreSQL, retried while the database is out, so a service that starts beside its database waits for it).
 
     Optuna's come first because a migration indexes one of them (0003, remade by 0005 and 0006).
     """
+    optuna_storage(url)
+    call_with_retry(lambda: _upgrade_service_tables(url), "upgrading the schema")
+
+
+def _upgrade_service_tables(url: str) -> None:
     from alembic import command
     from alembic.config import Config
-
-    optuna_storage(url)
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

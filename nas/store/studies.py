@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import yaml
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from nas.errors import UserError
 from nas.space.load import parse_space
@@ -35,7 +36,10 @@ def add_study_row(session, name: str, space: SearchSpace, status: str = "queued"
         raise StudyExists(f"a study named {name!r} already exists; choose another name (--study-name)")
     row = new_study_row(name, space, status, owner)
     session.add(row)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another submission took the name between the check above and this insert
+        raise StudyExists(f"a study named {name!r} already exists; choose another name (--study-name)") from None
     return row
 
 

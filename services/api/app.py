@@ -8,11 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path, get_route_path
 
 from nas import __version__
+from nas.errors import failure_message, first_line
 from nas.store.db import upgrade
+from nas.store.outage import DatabaseUnavailable, is_outage
 from services.api.limits import BodyLimitMiddleware
 from services.api.routes import health, spaces, studies
 from services.api.schemas import ValidationErrorBody
@@ -20,6 +24,7 @@ from services.settings import Settings
 
 log = logging.getLogger("nas.api")
 API_PREFIX = "/api/v1"
+RETRY_AFTER_S = 5
 HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
 
 
@@ -75,14 +80,27 @@ def _install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
         return JSONResponse({"detail": f"invalid request: {summary}", "errors": errors}, status_code=422)
 
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        """A database that cannot be reached is a 503 the client may retry; any other database error a 500."""
+        if is_outage(exc):
+            log.warning("database unreachable on %s %s: %s", request.method, request.url.path, first_line(exc))
+            return JSONResponse(
+                {"detail": "the database is unreachable right now; nothing was changed, retry in a few seconds"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return await unexpected(request, exc)
+
+    # Registered by class, these run inside Starlette's ExceptionMiddleware: the answer is sent and nothing is
+    # re-raised (a handler for Exception itself runs in ServerErrorMiddleware, which logs the traceback again).
+    for database_error_class in (SQLAlchemyError, StorageInternalError, DatabaseUnavailable):
+        app.add_exception_handler(database_error_class, database_error)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        message = failure_message(exc, log, f"unhandled error on {request.method} {request.url.path}")
         return JSONResponse(
-            {
-                "detail": f"internal error ({type(exc).__name__}); the request changed nothing it "
-                "could not finish, see the server log"
-            },
+            {"detail": f"internal error: {message}; the request changed nothing it could not finish"},
             status_code=500,
         )
 

@@ -17,6 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import forget_engines
+from tests.services.private_postgres import PrivatePostgres, server_programs
+
 TINY_TEXT = {
     "search.trials": 2,
     "search.concurrency": 1,
@@ -101,14 +104,16 @@ def wait_for(
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{explain()}" if explain else ""))
 
 
-def start_worker(database_url: str, *extra: str, ray_address: str | None = None) -> subprocess.Popen:
+def start_worker(
+    database_url: str, *extra: str, ray_address: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     """``nas worker`` as its own process (and process group, so a test can kill -9 all of it).
 
     With ``ray_address`` it joins that cluster, as runners in docker-compose do; else it starts its own Ray.
     Its output goes to a temporary log file (``process.log_path``), which ``worker_logs`` shows when a test fails.
     """
     log = tempfile.NamedTemporaryFile(prefix="nas-worker-", suffix=".log", delete=False)
-    environment = {**os.environ, **({"RAY_ADDRESS": ray_address} if ray_address else {})}
+    environment = {**os.environ, **({"RAY_ADDRESS": ray_address} if ray_address else {}), **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "nas", "worker", "--storage", database_url, "--poll", "0.5", *extra],
         stdout=log,
@@ -142,3 +147,20 @@ def stop_worker(process: subprocess.Popen, timeout: float = 60) -> None:
             process.wait(timeout=10)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(process.log_path)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own, which it may stop and start (tests.services.private_postgres)."""
+    bin_dir = server_programs()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("PostgreSQL's initdb is not installed")
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    server = PrivatePostgres(bin_dir)
+    try:
+        server.start()
+        yield server
+    finally:
+        forget_engines()
+        server.remove()

@@ -124,3 +124,55 @@ def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(ray_cluster, sql
     assert len(trained) == budget == finished(count_trials(study.trials))
     lost = [t for t in study.trials if t.user_attrs.get("lost")]
     assert lost and all(t.state.name == "FAIL" and "runner stopped" in t.user_attrs["fail_reason"] for t in lost)
+
+
+def test_a_paused_runner_loses_its_claim__the_runner_that_took_over_finishes_and_the_first_writes_nothing(
+    ray_cluster, sqlite_url
+):
+    budget = 4
+    queue_study(
+        sqlite_url,
+        "contested",
+        {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40},
+    )
+    address = ray_cluster.get_runtime_context().gcs_address
+    first = start_worker(sqlite_url, "--lease", "3", "--heartbeat", "1", ray_address=address)
+    second = None
+    try:
+        wait_for(
+            lambda: (
+                "COMPLETE" in trial_states(sqlite_url, "contested")
+                and "RUNNING" in trial_states(sqlite_url, "contested")
+            ),
+            180,
+            "one finished and one running trial",
+            explain=lambda: worker_logs(first),
+        )
+        os.killpg(first.pid, signal.SIGSTOP)  # alive but silent: its lease runs out while it holds the study
+        second = start_worker(sqlite_url, "--lease", "3", "--heartbeat", "1", ray_address=address)
+        wait_for(lambda: studies(sqlite_url)["contested"].attempts == 2, 120, "the second runner's claim")
+        os.killpg(first.pid, signal.SIGCONT)  # it wakes up holding a study that is no longer its own
+        wait_for(
+            lambda: "claimed by another runner" in worker_logs(first),
+            60,
+            "the first runner to notice",
+            explain=lambda: worker_logs(first, second),
+        )
+        wait_for(
+            lambda: studies(sqlite_url)["contested"].status in FINAL_STATUSES,
+            300,
+            "the study to end",
+            explain=lambda: worker_logs(first, second),
+        )
+        logs = worker_logs(first, second)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+        for worker in (first, second):
+            if worker is not None:
+                stop_worker(worker)
+    row = studies(sqlite_url)["contested"]
+    assert row.status == "succeeded" and row.attempts == 2 and row.runner_id != "", (row.status, row.error, logs)
+    study = optuna.load_study(study_name="contested", storage=optuna_storage(sqlite_url))
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    assert finished(count_trials(study.trials)) == budget
+    assert "Traceback" not in logs.split("--- worker")[1]  # the first runner stood down without an error
