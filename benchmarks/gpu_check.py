@@ -47,7 +47,8 @@ def main() -> None:
         raise SystemExit("no CUDA GPU here: run this on a GPU machine")
     import optuna
 
-    from nas.controller.run import ensure_ray, run_study
+    from nas.controller.cluster import ensure_ray
+    from nas.controller.run import run_study
     from nas.export import export_trial, load_trial
     from nas.pretrain import run_pretraining
     from nas.space import load_space

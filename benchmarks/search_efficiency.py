@@ -141,7 +141,8 @@ def run_searches(methods: dict[str, list[str]], args) -> str:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import optuna
 
-    from nas.controller.run import ensure_ray, run_study
+    from nas.controller.cluster import ensure_ray
+    from nas.controller.run import run_study
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
 

@@ -33,7 +33,8 @@ def main() -> None:
 
     import optuna
 
-    from nas.controller.run import ensure_ray, run_study
+    from nas.controller.cluster import ensure_ray
+    from nas.controller.run import run_study
     from nas.space import load_space
     from nas.space.shipped import spaces_dir
     from nas.store.db import optuna_storage

@@ -55,7 +55,7 @@ def run_pretraining(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from nas.controller.run import ensure_ray
+    from nas.controller.cluster import ensure_ray
     from nas.data.prepare import prepare_data
 
     folder, out = Path(folder).resolve(), Path(out).resolve()

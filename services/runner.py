@@ -21,7 +21,8 @@ import yaml
 from sqlalchemy import CursorResult, or_, select, update
 
 from nas.audit.run import AuditPlan, run_audit
-from nas.controller.run import ensure_ray, run_study
+from nas.controller.cluster import ensure_ray
+from nas.controller.run import run_study
 from nas.controller.stopping import CANCELLED, CLAIM_LOST, StopFlag
 from nas.errors import first_line
 from nas.space import SpaceError, apply_overrides, parse_space

@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nas.catalog import TASKS
+from nas.controller.cluster import check_trial_fits, ensure_ray
 from nas.controller.stopping import StopFlag
 from nas.errors import UserError, failure_message, first_line
-from nas.settings import database_url, nas_home, ray_address
+from nas.settings import database_url, nas_home
 from nas.store.db import optuna_storage
 from nas.store.outage import DatabaseUnavailable, call_with_retry, is_outage
 from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
@@ -55,56 +55,6 @@ def check_study_name(name: str) -> str:
             f"study name {name!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
     return name
-
-
-class RayUnreachable(UserError, ConnectionError):
-    pass
-
-
-def gcs_unreachable(address: str) -> str | None:
-    """Why a TCP connection to the Ray cluster at ``address`` (host:port, ``ray://`` allowed) fails; None if it opens."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=1.0):
-            return None
-    except (OSError, ValueError) as error:
-        return str(error)
-
-
-def _wait_for_cluster(address: str, wait_s: float) -> None:
-    """``ray.init`` retries an unreachable address for minutes with nothing but C++ warnings; wait a bounded time
-    (a head may still be starting) and then say which address failed."""
-    if address in ("auto", "local"):
-        return
-    deadline = time.monotonic() + wait_s
-    while (error := gcs_unreachable(address)) is not None:
-        if time.monotonic() >= deadline:
-            raise RayUnreachable(
-                f"cannot reach the Ray cluster at RAY_ADDRESS={address} within {wait_s:.0f} s: {error}"
-            )
-        time.sleep(1.0)
-
-
-def ensure_ray(num_cpus: int | None = None, wait_s: float = 30.0) -> None:
-    """Join ``RAY_ADDRESS`` when set (waiting up to ``wait_s`` for it), else start a local Ray on loopback
-    (unless one is already up)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = ray_address()
-    if address:
-        _wait_for_cluster(address, wait_s)
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    else:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            _node_ip_address="127.0.0.1",
-        )
 
 
 def run_study(
@@ -207,6 +157,7 @@ def _run(
     if stop_event.is_set():
         return StudyOutcome(name, "cancelled", {}, "cancelled before any trial started")
     ensure_ray()
+    check_trial_fits(space.resources.cpu, space.resources.gpu)
 
     _fail_running_trials(url, name, "its runner stopped before the trial finished")
     storage = optuna_storage(url)

@@ -39,6 +39,7 @@ from nas.store.trials import (
     PARAMS,
     PRESCREENED,
     RAY_TRIAL_ID,
+    RESTARTS,
     SCALAR_METRICS,
     STORED_METRICS,
     WEIGHTS_PATH,
@@ -282,6 +283,8 @@ class CandidateSearcher(OptunaSearch):
             value = (result or {}).get(key)
             if value is not None and not (isinstance(value, float) and not math.isfinite(value)):
                 ot_trial.set_user_attr(key, value)  # not the worst-value stand-ins of a trial that never trained
+        if restarts := getattr(self.ray_trials.get(trial_id), "num_failures", 0):
+            ot_trial.set_user_attr(RESTARTS, restarts)  # started again from scratch after a failure (max_failures)
         if result and trial_id in self._candidates:
             self._set_constraints(ot_trial, self._candidates[trial_id], measured_figures(result))
         if not error:

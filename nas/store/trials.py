@@ -30,6 +30,11 @@ PARENT_TRIAL = "parent_trial"  # on an audit's trials: the number of the audited
 # A trial that measured a figure past a hard limit (``latency_ms <= 5``) and stopped before training: told PRUNED,
 # it used up a place in the budget (a worker built the model). Samples rejected before launch are ``infeasible``.
 CONSTRAINT_VIOLATION = "constraint_violation"
+# Where a trained trial ran (nas.controller.trainable.placement): the Ray node, the GPUs Ray gave it, torch's device.
+NODE_ID = "node_id"
+CUDA_VISIBLE_DEVICES = "cuda_visible_devices"
+DEVICE = "device"
+RESTARTS = "restarts"  # how often Tune started the trial again after its worker or node died (search.max_failures)
 
 # The canonical hash of what a trial trains (nas.space.spec.Candidate.key): equal samples, equal keys.
 CANDIDATE_KEY = "candidate_key"
@@ -76,11 +81,14 @@ SCALAR_METRICS = (
     "zero_cost_snip",
     "zero_cost_ms",
     CONSTRAINT_VIOLATION,
+    NODE_ID,
+    CUDA_VISIBLE_DEVICES,
+    DEVICE,
 )
 CURVES = ("val_curve", "train_curve")
 STORED_METRICS = SCALAR_METRICS + CURVES
 # What the API shows of a trial (curves are left out of pages of trials: they are the bulk of a record).
-SHOWN_METRICS = (*SCALAR_METRICS, FAIL_REASON, *MARK_KEYS)
+SHOWN_METRICS = (*SCALAR_METRICS, RESTARTS, FAIL_REASON, *MARK_KEYS)
 SHOWN_ATTRS = (ARCHITECTURE, HYPERPARAMETERS, *SHOWN_METRICS)
 
 

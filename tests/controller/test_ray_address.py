@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from nas.controller.run import gcs_unreachable
+from nas.controller.cluster import gcs_unreachable
 
 
 def closed_port() -> int:
@@ -28,7 +28,7 @@ def test_gcs_probe__a_listening_port_is_reachable_and_a_closed_one_says_why():
 def test_ensure_ray__an_unreachable_address_fails_after_the_wait_and_names_it():
     address = f"127.0.0.1:{closed_port()}"
     script = (
-        "from nas.controller.run import RayUnreachable, ensure_ray\n"
+        "from nas.controller.cluster import RayUnreachable, ensure_ray\n"
         "try:\n    ensure_ray(wait_s=1)\nexcept RayUnreachable as error:\n    print(error)\n"
     )
     result = subprocess.run(

@@ -10,6 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.controller import run_study
+from nas.controller.cluster import TrialDoesNotFit
 from nas.space import load_space
 from nas.store import get_study_row
 from nas.store.db import optuna_storage
@@ -56,6 +57,8 @@ def assert_trials_recorded(study: optuna.Study, space) -> None:
             assert key in trial.user_attrs, (trial.number, key)
         finished = trial.user_attrs["step"] == space.proxy.steps
         assert finished == (trial.state == TrialState.COMPLETE)
+        assert trial.user_attrs["device"] == "cpu" and trial.user_attrs["cuda_visible_devices"] == ""
+        assert len(trial.user_attrs["node_id"]) == 56  # the Ray node it ran on (hex id)
         for score in ("zero_cost_grad_norm", "zero_cost_snip"):
             assert math.isfinite(trial.user_attrs[score]) and trial.user_attrs[score] > 0, (trial.number, score)
         if trial.state == TrialState.COMPLETE:  # the curves come with the last report, which a pruned trial lacks
@@ -87,6 +90,16 @@ def test_search__text_on_postgresql(ray_cluster, postgres_url):
     assert outcome.status == "succeeded"
     assert_trials_recorded(load_optuna(postgres_url, "e2e-postgres"), space)
     assert get_study_row(postgres_url, "e2e-postgres").status == "succeeded"
+
+
+def test_search__a_gpu_trial_on_a_cluster_without_gpus_fails_at_once_and_says_so(ray_cluster, sqlite_url):
+    space = load_space(SPACES / "text-mlm-tiny.yaml", [*PER_FAMILY["text-mlm-tiny"], "resources_per_trial.gpu=1"])
+    with pytest.raises(TrialDoesNotFit, match=r"resources_per_trial.gpu is 1, but the Ray cluster has no GPU"):
+        run_study(space, "wants-a-gpu", sqlite_url, progress=False)
+    row = get_study_row(sqlite_url, "wants-a-gpu")
+    assert row.status == "failed" and "has no GPU" in (row.error or "")
+    with pytest.raises(KeyError):  # it failed before the Optuna study, let alone a trial, was made
+        load_optuna(sqlite_url, "wants-a-gpu")
 
 
 def test_search__early_stopped_trials_are_pruned_not_complete(ray_cluster, sqlite_url):

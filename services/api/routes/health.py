@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from optuna.storages._rdb.models import TrialModel
 from sqlalchemy import func, select, text
 
-from nas.controller.run import gcs_unreachable
+from nas.controller.cluster import gcs_unreachable
 from nas.store.models import Runner, Study, utcnow
 from nas.store.trials import STUDY_STATUSES
 from services.api.deps import SessionDep, SettingsDep

@@ -1,0 +1,157 @@
+"""Searches on a Ray cluster of three nodes on loopback (a head and two workers, each worker declaring one GPU):
+GPUs shared by fractional trials, a trial no node can hold, and a worker node killed mid-search."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.store.db import optuna_storage
+from nas.store.trials import count_trials, finished
+from tests.conftest import SPACES
+
+pytestmark = [pytest.mark.ray]
+TINY = [
+    "search.scheduler=none",
+    "proxy.eval_every=5",
+    "proxy.eval_batches=1",
+    "data.max_samples=400",
+    "data.vocab_size=256",
+    "architecture.num_layers=1",
+    "architecture.hidden_size={choice: [32, 64]}",
+]
+
+
+@pytest.fixture(scope="module")
+def loopback_cluster() -> Iterator:
+    """ray.cluster_utils.Cluster: a head with no CPUs for trials and two worker nodes of 2 CPUs and 1 GPU each (a
+    declared GPU: Ray assigns it and sets CUDA_VISIBLE_DEVICES; torch finds no CUDA here and trains on the CPU)."""
+    from ray.cluster_utils import Cluster
+
+    loopback = {"node_ip_address": "127.0.0.1", "include_dashboard": False}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **loopback})
+    for _ in range(2):
+        cluster.add_node(num_cpus=2, num_gpus=1, **loopback)
+    cluster.wait_for_nodes()
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+def search(cluster, folder: Path, name: str, *settings: str, wait: bool = True):
+    """``nas search`` as its own process, joined to the cluster by RAY_ADDRESS, on a SQLite file in ``folder``."""
+    command = [sys.executable, "-m", "nas", "search", str(SPACES / "text-mlm-tiny.yaml"), "--study-name", name]
+    command += ["--storage", f"sqlite:///{folder / 'nas.db'}", "--no-progress"]
+    for setting in [*TINY, *settings]:
+        command += ["--set", setting]
+    environment = {**os.environ, "RAY_ADDRESS": cluster.address}
+    if wait:
+        return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=environment)
+    return subprocess.Popen(
+        command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    )
+
+
+def stored_trials(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    try:
+        study = optuna.load_study(study_name=name, storage=optuna_storage(f"sqlite:///{folder / 'nas.db'}"))
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
+
+
+def test_half_a_gpu_per_trial__two_trials_share_each_gpu_and_see_it_as_cuda_visible_devices(loopback_cluster, tmp_path):
+    result = search(
+        loopback_cluster,
+        tmp_path,
+        "halves",
+        "search.trials=4",
+        "search.concurrency=4",
+        "proxy.steps=30",
+        "resources_per_trial.cpu=1",
+        "resources_per_trial.gpu=0.5",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [t for t in stored_trials(tmp_path, "halves") if t.state.name == "COMPLETE"]
+    assert len(trials) == 4
+    by_node = defaultdict(list)
+    for trial in trials:
+        assert trial.user_attrs["cuda_visible_devices"] == "0"  # each node's one GPU, as Ray assigned it
+        by_node[trial.user_attrs["node_id"]].append(trial)
+    assert sorted(len(group) for group in by_node.values()) == [2, 2]
+    for first, second in by_node.values():  # the two on one GPU ran at the same time
+        assert max(first.datetime_start, second.datetime_start) < min(first.datetime_complete, second.datetime_complete)
+
+
+def test_a_trial_no_node_can_hold__fails_the_study_at_once_and_says_why(loopback_cluster, tmp_path):
+    started = time.monotonic()
+    result = search(loopback_cluster, tmp_path, "too-big", "search.trials=2", "resources_per_trial.gpu=2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no trial could start" in result.stderr and "2 CPU and 1 GPU" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 120  # no wait in Tune's queue (a bound, far above the usual seconds)
+    assert stored_trials(tmp_path, "too-big") == []
+
+
+def test_a_worker_node_killed_mid_search__its_trial_is_retried_on_the_other_and_every_trial_is_accounted_for(
+    loopback_cluster, tmp_path
+):
+    budget = 4
+    process = search(
+        loopback_cluster,
+        tmp_path,
+        "survivor",
+        f"search.trials={budget}",
+        "search.concurrency=2",
+        "search.max_failures=2",
+        "proxy.steps=150",
+        "resources_per_trial.cpu=2",
+        wait=False,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while (
+            len([t for t in stored_trials(tmp_path, "survivor") if t.state.name == "RUNNING" and t.intermediate_values])
+            < 2
+        ):
+            assert process.poll() is None and time.monotonic() < deadline, (
+                process.stdout.read() if process.stdout else ""
+            )
+            time.sleep(0.5)
+        # Both trials are training (each has reported), one on each worker node.
+        victim = next(iter(loopback_cluster.worker_nodes))
+        loopback_cluster.remove_node(victim, allow_graceful=False)  # SIGKILL to the node's raylet and workers
+        output, _ = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == 0, output[-3000:]
+    trials = stored_trials(tmp_path, "survivor")
+    assert "RUNNING" not in {t.state.name for t in trials}
+    assert finished(count_trials(trials)) == budget
+    assert len({t.user_attrs["node_id"] for t in trials if t.state.name == "COMPLETE"}) == 1  # all on the survivor
+    print(output[-3000:])
+    print(
+        [
+            (
+                t.number,
+                t.state.name,
+                t.user_attrs.get("node_id"),
+                t.user_attrs.get("restarts"),
+                t.datetime_start,
+                t.datetime_complete,
+            )
+            for t in trials
+        ]
+    )
+    assert [t.user_attrs.get("restarts") for t in trials].count(1) == 1  # the killed node's trial, started again
