@@ -99,9 +99,11 @@ class Source:
     root: Path | None = None  # image folder root (class subfolders give labels)
 
 
-def resolve_source(spec: str) -> Source:
+def resolve_source(spec: str, roots: tuple[Path, ...] | None = None) -> Source:
     """What ``data.source`` names: a built-in corpus (no download) or files the user points to; DataError with a
-    message a person can act on."""
+    message a person can act on. With ``roots`` (a service's ``NAS_DATA_ROOTS``) only the built-ins and files inside
+    those folders are allowed, after symbolic links and ``..`` are followed; the file system outside them is not
+    looked at, so its answers cannot be used to probe the server."""
     if spec.startswith(BUILTIN_PREFIX):
         name = spec[len(BUILTIN_PREFIX) :]
         if name not in BUILTIN_SOURCES:
@@ -110,24 +112,50 @@ def resolve_source(spec: str) -> Source:
                 + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SOURCES)
             )
         return Source(spec, BUILTIN_SOURCES[name], builtin=name)
-    expanded = os.path.expanduser(spec)
+    if roots is not None:
+        _check_inside_roots(spec, roots)
+    expanded = os.path.expanduser(spec) if roots is None else spec
     path = Path(expanded)
     if path.is_dir():
         images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         texts = sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
         if images:
-            return Source(spec, "image", files=tuple(images), root=path)
-        if texts:
-            return Source(spec, "text", files=tuple(texts))
-        raise DataError(f"folder {spec!r} holds no .png/.jpg images and no .txt/.jsonl/.parquet files")
-    matches = (
-        sorted(Path(p) for p in glob.glob(expanded, recursive=True))
-        if glob.has_magic(expanded)
-        else ([path] if path.is_file() else [])
-    )
-    if not matches:
-        raise DataError(f"no file or folder matches {spec!r}")
-    unsupported = [p for p in matches if p.suffix.lower() not in TEXT_SUFFIXES]
-    if unsupported:
-        raise DataError(f"{unsupported[0]} is not a .txt, .jsonl or .parquet file")
-    return Source(spec, "text", files=tuple(matches))
+            source = Source(spec, "image", files=tuple(images), root=path)
+        elif texts:
+            source = Source(spec, "text", files=tuple(texts))
+        else:
+            raise DataError(f"folder {spec!r} holds no .png/.jpg images and no .txt/.jsonl/.parquet files")
+    else:
+        matches = (
+            sorted(Path(p) for p in glob.glob(expanded, recursive=True))
+            if glob.has_magic(expanded)
+            else ([path] if path.is_file() else [])
+        )
+        if not matches:
+            raise DataError(f"no file or folder matches {spec!r}")
+        unsupported = [p for p in matches if p.suffix.lower() not in TEXT_SUFFIXES]
+        if unsupported:
+            raise DataError(f"{unsupported[0]} is not a .txt, .jsonl or .parquet file")
+        source = Source(spec, "text", files=tuple(matches))
+    if roots is not None:
+        for file in source.files:
+            _check_inside_roots(str(file), roots)  # a link inside a root may point out of it
+    if source.kind == "text" and all(file.stat().st_size == 0 for file in source.files):
+        raise DataError(f"{spec!r}: every file is empty")
+    return source
+
+
+def _check_inside_roots(spec: str, roots: tuple[Path, ...]) -> None:
+    allowed = "the built-in data sets (" + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SOURCES) + ")"
+    if not roots:
+        raise DataError(f"this service reads only {allowed}; its operator may allow folders in NAS_DATA_ROOTS")
+    listed = ", ".join(str(root) for root in roots)
+    if not os.path.isabs(spec):
+        raise DataError(
+            f"{spec!r} must be an absolute path inside one of NAS_DATA_ROOTS ({listed}), or one of {allowed}"
+        )
+    parts = Path(spec).parts
+    fixed = Path(*parts[: next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))])
+    real = Path(os.path.realpath(fixed))
+    if not any(real == root or root in real.parents for root in roots):
+        raise DataError(f"{spec!r} is outside the folders this service may read (NAS_DATA_ROOTS: {listed})")

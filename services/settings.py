@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,3 +22,10 @@ class Settings(BaseSettings):
     max_page_size: int = 500
     runner_lease_s: float = 30.0
     runner_heartbeat_s: float = 5.0
+    # Folders whose files a study submitted over REST may read, separated by os.pathsep (NAS_DATA_ROOTS); empty:
+    # only the built-in data sets. The CLI on one's own machine reads what its user can.
+    data_roots: str = ""
+
+    @property
+    def data_root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(os.path.realpath(part)) for part in self.data_roots.split(os.pathsep) if part.strip())

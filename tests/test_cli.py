@@ -98,6 +98,20 @@ def test_search__runs_and_studies_show_reads_it_back(tmp_path, nas_home):
     assert missing.returncode == 1 and "no study named 'nope'" in missing.stderr
 
 
+def test_search__data_it_cannot_use_is_refused_before_any_study_is_written(tmp_path):
+    (tmp_path / "tiny.txt").write_text("hello world\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    for source, message in (
+        (tmp_path / "tiny.txt", "validation split need at least 4"),
+        (tmp_path / "empty", "every file is empty"),
+    ):
+        result = nas("search", "text-mlm-tiny", "--set", f"data.source={source}", cwd=tmp_path)
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    assert nas("studies", "list", cwd=tmp_path).stdout.strip() == "no studies yet"
+
+
 @pytest.mark.ray
 def test_search__ctrl_c_stops_cleanly_and_marks_the_study_interrupted(tmp_path):
     db = tmp_path / "nas.db"

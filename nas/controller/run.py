@@ -25,6 +25,7 @@ from nas.store.outage import DatabaseUnavailable, call_with_retry, is_outage
 from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
 
 if TYPE_CHECKING:
+    from nas.data.prepare import PreparedData
     from nas.space.spec import Candidate, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,15 @@ def run_study(
     if create_row:
         upgrade(url)
         _check_warm_start(url, space, name)  # a refused warm start leaves no study row behind
+        data = prepare_space_data(space)  # nor does data that cannot be used (empty, too small, unreadable)
         create_study_row(url, name, space, status="running")
     else:
         call_with_retry(lambda: set_status(url, name, "running"), "marking the study running")
     try:
         if not create_row:
             _check_warm_start(url, space, name)  # a queued study's sources may have changed since it was submitted
-        outcome = _run(space, name, url, progress, stop_event, fixed_candidates)
+            data = prepare_space_data(space)
+        outcome = _run(space, name, url, progress, stop_event, fixed_candidates, data)
         if before_final_status is not None:
             before_final_status(outcome)
     except KeyboardInterrupt:
@@ -113,6 +116,15 @@ def run_study(
         return StudyOutcome(name, "running", outcome.counts, "taken over by another runner")
     call_with_retry(lambda: set_status(url, name, outcome.status, outcome.error), "recording the study's end")
     return outcome
+
+
+def prepare_space_data(space: SearchSpace) -> PreparedData:
+    """The space's data, tokenised or resized once and cached (``nas.data.prepare``); DataError when unusable."""
+    from nas.data.prepare import prepare_data
+
+    data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
+    log.info("data %s (%s)", data.fingerprint, "cached" if data.cache_hit else "prepared")
+    return data
 
 
 def _after_outage(url: str, name: str, error: Exception, requeue: bool) -> DatabaseUnavailable:
@@ -139,6 +151,7 @@ def _run(
     progress: bool,
     stop_event: StopFlag,
     fixed_candidates: list[tuple[Candidate, dict[str, Any]]] | None,
+    data: PreparedData,
 ) -> StudyOutcome:
     from ray import tune
 
@@ -147,13 +160,10 @@ def _run(
     from nas.controller.searcher import CandidateSearcher
     from nas.controller.trainable import train_candidate
     from nas.controller.warm_start import DATA_FINGERPRINT, seed_study
-    from nas.data.prepare import prepare_data
 
     # Optuna's tables are the record of every trial; Tune's own CSV/JSON/TensorBoard files would only repeat them.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # "no result.json": by design
-    data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels, seed=space.search.seed)
-    log.info("data %s (%s)", data.fingerprint, "cached" if data.cache_hit else "prepared")
     if stop_event.is_set():
         return StudyOutcome(name, "cancelled", {}, "cancelled before any trial started")
     ensure_ray()

@@ -104,8 +104,8 @@ def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
         blocks = min(blocks, spec.max_samples)
     if blocks < 4:
         raise DataError(
-            f"{source.spec!r} gives only {blocks} sequences of {spec.seq_len} tokens; "
-            "use more text or a smaller data.seq_len"
+            f"{source.spec!r} gives only {blocks} sequences of {spec.seq_len} tokens, and training and its "
+            "validation split need at least 4; use more text or a smaller data.seq_len"
         )
     ids = torch.tensor(stream[: blocks * body], dtype=torch.int64).view(blocks, body)
     ids = torch.cat([torch.full((blocks, 1), CLS_ID, dtype=torch.int64), ids], dim=1)
@@ -146,6 +146,7 @@ def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) ->
     if cached is not None:
         return cached
     labels: np.ndarray | None
+    unreadable = 0
     if source.builtin == "digits":
         arrays, labels = load_digits_arrays()
         images = torch.from_numpy(arrays)
@@ -154,13 +155,14 @@ def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) ->
         if images.shape[-1] != spec.image_size:
             images = torch.nn.functional.interpolate(images, size=spec.image_size, mode="bilinear", align_corners=False)
     else:
-        arrays, labels = load_folder_arrays(source, spec.image_size, channels)
+        arrays, labels, unreadable = load_folder_arrays(source, spec.image_size, channels)
         images = torch.from_numpy(arrays)
     images = (images.clamp(0, 1) - 0.5) / 0.5
     label_tensor = torch.from_numpy(labels) if labels is not None else None
     count = images.shape[0] if not spec.max_samples else min(images.shape[0], spec.max_samples)
     if count < 8:
-        raise DataError(f"{source.spec!r} holds only {count} images; at least 8 are needed")
+        left_out = f" ({unreadable} more cannot be read)" if unreadable else ""
+        raise DataError(f"{source.spec!r} holds only {count} readable images{left_out}; at least 8 are needed")
     train_index, val_index = _split(count, spec.val_fraction, seed)
     return _store(
         PreparedData(
@@ -170,6 +172,6 @@ def _prepare_images(source: Source, spec: DataSpec, channels: int, seed: int) ->
             train_labels=label_tensor[train_index] if label_tensor is not None else None,
             val_labels=label_tensor[val_index] if label_tensor is not None else None,
             fingerprint=fingerprint,
-            info={"images": count, "labelled": label_tensor is not None},
+            info={"images": count, "labelled": label_tensor is not None, "unreadable_images": unreadable},
         )
     )

@@ -84,7 +84,13 @@ def _read_text_file(path: Path, text_field: str) -> list[str]:
     """The documents of one .txt (paragraphs), .jsonl (``text_field`` of each line) or .parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [part for part in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if part.strip()]
+        content = path.read_text(encoding="utf-8", errors="replace")  # a stray byte in a large corpus is tolerated
+        undecodable = content.count("\ufffd")
+        if undecodable > max(10, len(content) // 100):
+            raise DataError(
+                f"{path}: not UTF-8 text ({undecodable:,} of {len(content):,} characters cannot be decoded)"
+            )
+        return [part for part in content.split("\n\n") if part.strip()]
     if suffix == ".jsonl":
         documents: list[str] = []
         with path.open(encoding="utf-8") as handle:

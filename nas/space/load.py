@@ -49,22 +49,58 @@ HYPERPARAMETER_KEYS = {
     for name, minimum in HYPERPARAMETER_MINIMUMS.items()
 }
 FEASIBILITY_DRAWS = 2000
+# A space is a page of YAML. Far larger or deeper input is a mistake or an attack: PyYAML composes nested nodes
+# recursively (thousands of "[" end in a RecursionError), and aliases can expand a small file into a huge document.
+MAX_SPACE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """SafeLoader that refuses nesting deeper than MAX_YAML_DEPTH and anchors/aliases, as a YAML error at the spot."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a space file; write the values out", event.start_mark
+            )
+        if self.depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def load_space(
-    source: str | Path, overrides: list[str] | dict[str, Any] | None = None, check_data: bool = True
+    source: str | Path,
+    overrides: list[str] | dict[str, Any] | None = None,
+    check_data: bool = True,
+    data_roots: tuple[Path, ...] | None = None,
 ) -> SearchSpace:
     """Parse a space from a file path or YAML text, apply ``key.path=value`` overrides, validate everything."""
     text, label = _read(source)
-    return load_space_text(text, overrides, label, check_data)
+    return load_space_text(text, overrides, label, check_data, data_roots)
 
 
 def load_space_text(
-    text: str, overrides: list[str] | dict[str, Any] | None = None, label: str = "<text>", check_data: bool = True
+    text: str,
+    overrides: list[str] | dict[str, Any] | None = None,
+    label: str = "<text>",
+    check_data: bool = True,
+    data_roots: tuple[Path, ...] | None = None,
 ) -> SearchSpace:
     """Like ``load_space`` for YAML text that must never be taken for a file path (API submissions)."""
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_SPACE_BYTES:
+        raise SpaceError([("<yaml>", f"{size:,} bytes is over the {MAX_SPACE_BYTES:,} a space may have")], label)
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpaceLoader)  # a SafeLoader with limits
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -73,7 +109,7 @@ def load_space_text(
     if not isinstance(raw, dict):
         raise SpaceError([("<root>", f"a space must be a YAML mapping, got {type(raw).__name__}")], label)
     raw = apply_overrides(raw, overrides or [], label)
-    return parse_space(raw, label, check_data=check_data)
+    return parse_space(raw, label, check_data=check_data, data_roots=data_roots)
 
 
 def _read(source: str | Path) -> tuple[str, str]:
@@ -81,6 +117,10 @@ def _read(source: str | Path) -> tuple[str, str]:
         path = Path(source)
         if not path.is_file():
             raise SpaceError([("<file>", f"no such file: {path}")], str(path))
+        if (size := path.stat().st_size) > MAX_SPACE_BYTES:
+            raise SpaceError(
+                [("<file>", f"{path} is {size:,} bytes, over the {MAX_SPACE_BYTES:,} a space may have")], str(path)
+            )
         try:
             return path.read_text(encoding="utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as exc:
@@ -126,8 +166,14 @@ def apply_overrides(
 
 
 def parse_space(
-    raw: dict[str, Any], label: str = "<space>", check_data: bool = True, check_satisfiable: bool = True
+    raw: dict[str, Any],
+    label: str = "<space>",
+    check_data: bool = True,
+    check_satisfiable: bool = True,
+    data_roots: tuple[Path, ...] | None = None,
 ) -> SearchSpace:
+    """Validate ``raw`` into a SearchSpace (SpaceError lists every problem). ``check_data`` resolves data.source
+    (within ``data_roots`` where given: a service's NAS_DATA_ROOTS)."""
     errors: list[tuple[str, str]] = []
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
@@ -155,7 +201,7 @@ def parse_space(
     check_ranges(data, proxy, search, resources, errors)
     if data and task in TASKS:
         try:
-            kind = resolve_source(data.source).kind if check_data else None
+            kind = resolve_source(data.source, data_roots).kind if check_data else None
         except ValueError as exc:
             errors.append(("data.source", str(exc)))
         else:

@@ -7,6 +7,7 @@ unknown key or a wrong type is reported with its YAML path instead of surfacing 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -169,10 +170,30 @@ def _coerce(value: Any, hint: Any) -> tuple[Any, str | None]:
             return value, None
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value), None
+        if option is float and isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+            return float(value), None  # YAML 1.1 (PyYAML) reads 1e-3 as a string; a person means the number
         if option is str and isinstance(value, str):
             return value, None
     names = " or ".join(o.__name__ for o in options if o is not type(None))
     return None, f"expected {names}, got {value!r}"
+
+
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Upper bounds: far past any proxy run, low enough that a typo (an extra three zeros) is caught before it allocates.
+UPPER_BOUNDS = {
+    "data.seq_len": 65_536,
+    "data.vocab_size": 1_000_000,
+    "data.image_size": 4_096,
+    "data.max_samples": 100_000_000,
+    "proxy.steps": 1_000_000,
+    "proxy.batch_size": 65_536,
+    "proxy.eval_batches": 100_000,
+    "proxy.knn_k": 10_000,
+    "proxy.latency_batch_size": 65_536,
+    "proxy.lr": 10.0,
+    "resources_per_trial.cpu": 1_024,
+    "resources_per_trial.gpu": 64,
+}
 
 
 def check_ranges(
@@ -187,6 +208,14 @@ def check_ranges(
     def need(ok: bool, path: str, message: str) -> None:
         if not ok:
             errors.append((path, message))
+
+    sections = {"data": data, "proxy": proxy, "resources_per_trial": resources}
+    for path, high in UPPER_BOUNDS.items():
+        section, name = path.split(".")
+        value = getattr(sections[section], name, None)
+        if isinstance(value, int | float):
+            shown = f"{value:,}" if isinstance(value, int) else f"{value:g}"
+            need(value <= high, path, f"{shown} is over the largest allowed, {high:,}")
 
     if data:
         need(data.seq_len >= 8, "data.seq_len", "must be at least 8")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
@@ -35,8 +37,9 @@ class Conflict(ValueError):
     """The request is well-formed but the study's state does not allow it (409)."""
 
 
-def space_from_request(body: StudyCreate, max_trials: int) -> SearchSpace:
-    """The validated space a submission asks for; raises SpaceError (422) listing every problem."""
+def space_from_request(body: StudyCreate, max_trials: int, data_roots: tuple[Path, ...] = ()) -> SearchSpace:
+    """The validated space a submission asks for; raises SpaceError (422) listing every problem. Its data.source
+    is a built-in or lies inside ``data_roots`` (NAS_DATA_ROOTS)."""
     overrides = {str(k): v for k, v in body.overrides.items()}
     if body.warm_start is not None:
         overrides["search.warm_start"] = list(body.warm_start)
@@ -45,10 +48,10 @@ def space_from_request(body: StudyCreate, max_trials: int) -> SearchSpace:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", body.space) or not path.is_file():
             known = ", ".join(p.stem for p in list_shipped_spaces())
             raise SpaceError([("space", f"no shipped space named {body.space!r}; shipped: {known}")], body.space)
-        space = load_space(path, overrides)
+        space = load_space(path, overrides, data_roots=data_roots)
     else:
         assert body.space_yaml is not None  # StudyCreate's validator requires exactly one of space, space_yaml
-        space = load_space_text(body.space_yaml, overrides)
+        space = load_space_text(body.space_yaml, overrides, data_roots=data_roots)
     if space.search.trials > max_trials:
         raise SpaceError(
             [("search.trials", f"{space.search.trials} trials is over this service's limit of {max_trials}")]
@@ -75,12 +78,22 @@ def create_study(session: Session, body: StudyCreate, space: SearchSpace, princi
     of the same space; SpaceError (422) otherwise."""
     from nas.controller.run import default_study_name
 
-    name = body.name or _unused_name(session, default_study_name(space))
-    check_warm_start(session, space, name, owner=None if principal.is_admin else principal.name)
-    try:
-        return add_study_row(session, name, space, status="queued", owner=principal.name)
-    except StudyExists as error:
-        raise Conflict(str(error)) from None
+    for attempt in range(NAME_ATTEMPTS):
+        default = default_study_name(space) + (f"-{uuid.uuid4().hex[:6]}" if attempt else "")
+        name = body.name or _unused_name(session, default)
+        check_warm_start(session, space, name, owner=None if principal.is_admin else principal.name)
+        try:
+            return add_study_row(session, name, space, status="queued", owner=principal.name)
+        except StudyExists as error:
+            # An unnamed submission lost a race for the default name to another in the same second: the failed
+            # insert is rolled back (this transaction wrote nothing else) and a random suffix ends the contest.
+            session.rollback()
+            if body.name or attempt == NAME_ATTEMPTS - 1:
+                raise Conflict(str(error)) from None
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+NAME_ATTEMPTS = 3
 
 
 def _unused_name(session: Session, name: str) -> str:

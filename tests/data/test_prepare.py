@@ -89,3 +89,47 @@ def test_text_that_is_not_utf8__is_a_data_error_naming_the_file(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b'{"text": "caf\xe9"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as text"):
         prepare_data(DataSpec(source=str(tmp_path / "bad.jsonl")), "text", 0)
+
+
+def test_text_that_is_mostly_not_utf8__is_refused_a_stray_byte_is_not(tmp_path):
+    from nas.catalog import DataError
+
+    (tmp_path / "binary.txt").write_bytes(bytes(range(128, 256)) * 40)
+    with pytest.raises(DataError, match=r"binary.txt: not UTF-8 text \(5,120 of 5,120 characters"):
+        prepare_data(DataSpec(source=str(tmp_path / "binary.txt")), "text", 0)
+    (tmp_path / "mostly.txt").write_bytes(("word " * 4000).encode() + b"\xff\n")
+    data = prepare_data(DataSpec(source=str(tmp_path / "mostly.txt"), seq_len=16, vocab_size=64), "text", 0)
+    assert data.train.shape[0] > 0
+
+
+def test_empty_or_too_small_corpora__are_refused_with_what_is_missing(tmp_path):
+    from nas.catalog import DataError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    with pytest.raises(DataError, match="every file is empty"):
+        prepare_data(DataSpec(source=str(tmp_path / "empty")), "text", 0)
+    (tmp_path / "tiny.txt").write_text("hello world\n")
+    with pytest.raises(
+        DataError, match=r"gives only 0 sequences of 128 tokens, and training and its validation split need at least 4"
+    ):
+        prepare_data(DataSpec(source=str(tmp_path / "tiny.txt")), "text", 0)
+
+
+def test_image_folder_with_a_few_corrupt_files__trains_on_the_rest_and_warns_with_the_count(tmp_path, caplog):
+    from PIL import Image
+
+    from nas.catalog import DataError
+
+    rng = np.random.default_rng(0)
+    for index in range(10):
+        Image.fromarray((rng.random((12, 12, 3)) * 255).astype("uint8")).save(tmp_path / f"{index}.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "0.png").read_bytes()[:40])
+    (tmp_path / "not-an-image.jpg").write_text("hello")
+    data = prepare_data(DataSpec(source=str(tmp_path), image_size=8, val_fraction=0.2), "image", 3)
+    assert data.train.shape[0] + data.val.shape[0] == 10 and data.info["unreadable_images"] == 2
+    assert "2 of 12 images" in caplog.text and "truncated.png" in caplog.text
+    for index in range(4, 10):
+        (tmp_path / f"{index}.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"holds only 4 readable images \(8 more cannot be read\); at least 8"):
+        prepare_data(DataSpec(source=str(tmp_path), image_size=8, val_fraction=0.2), "image", 3)

@@ -84,6 +84,12 @@ def test_shipped_spaces_are_valid():
         ({"search__warm_start": {"study": "a"}}, "search.warm_start", "expected a list of strings"),
         ({"search__warm_start": ["a", 3]}, "search.warm_start", "expected a list of strings"),
         ({"search__warm_start": ["a", "a"]}, "search.warm_start", "names a study twice"),
+        ({"proxy__steps": 10**12}, "proxy.steps", "1,000,000,000,000 is over the largest allowed, 1,000,000"),
+        ({"data__seq_len": 10**9}, "data.seq_len", "over the largest allowed"),
+        ({"proxy__batch_size": 10**9}, "proxy.batch_size", "over the largest allowed"),
+        ({"data__max_samples": 10**12}, "data.max_samples", "over the largest allowed"),
+        ({"proxy__lr": 1e308}, "proxy.lr", "over the largest allowed"),
+        ({"resources_per_trial__cpu": 1e12}, "resources_per_trial.cpu", "over the largest allowed"),
     ],
 )
 def test_bad_space__is_rejected_with_its_yaml_path(changes, path, fragment):
@@ -156,3 +162,24 @@ def test_proxy_levers__unknown_values_and_a_predicted_loss_without_a_predictor_a
     assert "proxy.predict: power_law" in errors["objectives"]
     errors = errors_of(with_changes(objectives=["params", "val_loss"]))
     assert "val_loss, predicted_loss" in errors["objectives"]  # ASHA needs a loss first
+
+
+def test_hostile_yaml__too_deep_too_large_or_with_aliases_is_a_clear_error_not_a_crash(tmp_path):
+    deep = BASE + "\nextra: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert "nested deeper than 32 levels" in errors_of(deep)["<yaml>"]
+    assert "aliases (*name) are not allowed" in errors_of(BASE + "\nx: &a [1]\ny: *a\n")["<yaml>"]
+    large = BASE + "\n# " + "x" * (1 << 20) + "\n"
+    assert "over the 1,048,576 a space may have" in errors_of(large)["<yaml>"]
+    (tmp_path / "large.yaml").write_text(large)
+    with pytest.raises(SpaceError, match="over the 1,048,576"):
+        load_space(tmp_path / "large.yaml")
+    (tmp_path / "latin1.yaml").write_bytes(BASE.encode() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(SpaceError, match=r"cannot read .*utf-8"):
+        load_space(tmp_path / "latin1.yaml")
+
+
+def test_a_float_written_1e_3__is_the_number_a_person_means():
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; the space takes it as the float."""
+    assert load_space(with_changes(proxy__lr="1e-3")).proxy.lr == 0.001
+    assert load_space(SPACES / "text-mlm-tiny.yaml", ["proxy.lr=2.5E-4"]).proxy.lr == 0.00025
+    assert "expected float" in errors_of(with_changes(proxy__lr="1e-3x"))["proxy.lr"]

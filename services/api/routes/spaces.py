@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 
 from nas.space import SpaceError, list_shipped_spaces, load_space, load_space_text
 from services.api import crud
-from services.api.deps import PrincipalDep
+from services.api.deps import PrincipalDep, SettingsDep
 from services.api.schemas import (
     AUTH_REQUIRED,
     BODY_ERRORS,
@@ -42,10 +42,10 @@ def get_space(name: str, principal: PrincipalDep) -> SpacePublic:
 
 
 @router.post("/validate", response_model=ValidationResult, responses=BODY_ERRORS)
-def validate_space(body: SpaceValidate, principal: PrincipalDep) -> ValidationResult:
+def validate_space(body: SpaceValidate, principal: PrincipalDep, settings: SettingsDep) -> ValidationResult:
     """Always 200: ``valid`` says whether the space can be submitted, ``errors`` list every problem."""
     try:
-        space = load_space_text(body.yaml, body.overrides)
+        space = load_space_text(body.yaml, body.overrides, data_roots=settings.data_root_paths)
     except SpaceError as error:
         return ValidationResult(valid=False, errors=[SpaceErrorItem(path=p, message=m) for p, m in error.errors])
     return ValidationResult(valid=True, summary=crud.summary(space))

@@ -70,7 +70,7 @@ def _study_or_404(session, principal, study_id: int):
 )
 def submit_study(body: StudyCreate, session: SessionDep, principal: PrincipalDep, settings: SettingsDep) -> StudyPublic:
     try:
-        space = crud.space_from_request(body, settings.max_trials)
+        space = crud.space_from_request(body, settings.max_trials, settings.data_root_paths)
         row = crud.create_study(session, body, space, principal)
     except SpaceError as error:
         raise _space_error(error) from None
