@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from nas.errors import UserError
 from nas.models.base import DataShape, get_family
 from nas.space import SpaceError, parse_space
 from nas.space.sections import full_hyperparameters
+from nas.store.artifacts import fetch_folder
 from nas.store.trials import (
     ARCHITECTURE,
     DATA_SHAPE,
@@ -147,12 +149,14 @@ def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwri
             f"{type(error).__name__}: {error}"
         ) from None
     if weights == "proxy":
-        if not record.weights_path or not Path(record.weights_path).is_dir():
-            raise ExportError(
-                f"trial {record.number} has no stored proxy weights ({record.weights_path or 'none recorded'}); "
-                "use --weights init for a fresh initialisation of the same architecture"
-            )
-        load_weights(model, record.weights_path)
+        with tempfile.TemporaryDirectory(prefix="nas-weights-") as scratch:
+            folder = fetch_folder(record.weights_path, Path(scratch)) if record.weights_path else None
+            if folder is None or not folder.is_dir() or not any(folder.iterdir()):
+                raise ExportError(
+                    f"trial {record.number} has no stored proxy weights ({record.weights_path or 'none recorded'}); "
+                    "use --weights init for a fresh initialisation of the same architecture"
+                )
+            load_weights(model, folder)
     out.mkdir(parents=True, exist_ok=True)
     from transformers.utils import logging as hf_logging
 

@@ -19,7 +19,8 @@ from nas.catalog import TASKS
 from nas.controller.cluster import check_trial_fits, ensure_ray
 from nas.controller.stopping import StopFlag
 from nas.errors import UserError, failure_message, first_line
-from nas.settings import database_url, nas_home
+from nas.settings import database_url
+from nas.store.artifacts import tune_storage
 from nas.store.db import optuna_storage
 from nas.store.outage import DatabaseUnavailable, call_with_retry, is_outage
 from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
@@ -203,6 +204,7 @@ def _run(
     bar = ProgressBar(searcher, remaining, already_finished=finished_before, enabled=progress)
     # A fresh Tune experiment per attempt: the Optuna study, not Tune's folder, is what a resume continues.
     experiment = name if not finished_before else f"{name}-resume-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage_path, storage_filesystem = tune_storage()  # NAS_STORAGE_URI: checkpoints where every node can reach
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -219,7 +221,8 @@ def _run(
         ),
         run_config=tune.RunConfig(
             name=experiment,
-            storage_path=str(nas_home() / "ray_results"),
+            storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             verbose=0,
             stop=stopper_for(stop_event),
             failure_config=tune.FailureConfig(max_failures=space.search.max_failures),

@@ -29,6 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 from nas.controller.stopping import StopFlag
 from nas.space.sections import PrescreenSpec
 from nas.space.spec import Candidate, SearchSpace, measured_figures
+from nas.store.artifacts import checkpoint_location
 from nas.store.trials import (
     CANDIDATE_KEY,
     DUPLICATE_OF,
@@ -297,11 +298,12 @@ class CandidateSearcher(OptunaSearch):
             values = [result.get(name) for name in self.space.objectives]
             if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 checkpoint = getattr(self.ray_trials.get(trial_id), "checkpoint", None)
-                if checkpoint is not None:
-                    ot_trial.set_user_attr(WEIGHTS_PATH, checkpoint.path)
+                weights = {WEIGHTS_PATH: checkpoint_location(checkpoint)} if checkpoint is not None else {}
+                for key, location in weights.items():  # a path, or a URI in an object store (NAS_STORAGE_URI)
+                    ot_trial.set_user_attr(key, location)
                 self._tell(ot_trial, TrialState.COMPLETE, cast(list[float], values))  # all checked finite numbers
                 if trial_id in self._candidates:
-                    figures = {**result, **({WEIGHTS_PATH: checkpoint.path} if checkpoint is not None else {})}
+                    figures = {**result, **weights}
                     trained = TrainedResult.of(ot_trial.number, cast(list[float], values), figures)
                     self._trained_by_key().setdefault(self._candidates[trial_id].key, trained)
             else:

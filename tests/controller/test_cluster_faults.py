@@ -47,13 +47,13 @@ def loopback_cluster() -> Iterator:
         cluster.shutdown()
 
 
-def search(cluster, folder: Path, name: str, *settings: str, wait: bool = True):
+def search(cluster, folder: Path, name: str, *settings: str, wait: bool = True, env: dict[str, str] | None = None):
     """``nas search`` as its own process, joined to the cluster by RAY_ADDRESS, on a SQLite file in ``folder``."""
     command = [sys.executable, "-m", "nas", "search", str(SPACES / "text-mlm-tiny.yaml"), "--study-name", name]
     command += ["--storage", f"sqlite:///{folder / 'nas.db'}", "--no-progress"]
     for setting in [*TINY, *settings]:
         command += ["--set", setting]
-    environment = {**os.environ, "RAY_ADDRESS": cluster.address}
+    environment = {**os.environ, "RAY_ADDRESS": cluster.address, **(env or {})}
     if wait:
         return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=environment)
     return subprocess.Popen(
@@ -102,6 +102,72 @@ def test_a_trial_no_node_can_hold__fails_the_study_at_once_and_says_why(loopback
     assert stored_trials(tmp_path, "too-big") == []
 
 
+@pytest.fixture
+def s3_server() -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free loopback port with one bucket; the settings a process needs to use it."""
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    from tests.services.conftest import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+    pyarrow.fs.S3FileSystem(
+        access_key="testing",
+        secret_key="testing",
+        endpoint_override=f"127.0.0.1:{port}",
+        scheme="http",
+        allow_bucket_creation=True,
+    ).create_dir("nas-artifacts")
+    try:
+        yield {
+            **credentials,
+            "NAS_STORAGE_URI": "s3://nas-artifacts/team",
+            "NAS_STORAGE_ENDPOINT": f"http://127.0.0.1:{port}",
+        }
+    finally:
+        server.stop()
+
+
+def test_search_with_s3_storage__trials_record_uris_and_a_fresh_process_exports_the_winner(
+    loopback_cluster, tmp_path, s3_server
+):
+    result = search(
+        loopback_cluster, tmp_path, "on-s3", "search.trials=2", "search.concurrency=2", "proxy.steps=10", env=s3_server
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [t for t in stored_trials(tmp_path, "on-s3") if t.state.name == "COMPLETE"]
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.user_attrs["weights_path"].startswith("s3://nas-artifacts/team/ray_results/on-s3/")
+    exported = subprocess.run(
+        [sys.executable, "-m", "nas", "export", "on-s3", "--out", str(tmp_path / "export")]
+        + ["--storage", f"sqlite:///{tmp_path / 'nas.db'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **s3_server},
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "export" / "model.safetensors").is_file()
+    unreachable = {**s3_server, "NAS_STORAGE_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
+    failed = subprocess.run(
+        [sys.executable, "-m", "nas", "export", "on-s3", "--out", str(tmp_path / "again")]
+        + ["--storage", f"sqlite:///{tmp_path / 'nas.db'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **unreachable},
+    )
+    assert failed.returncode == 1 and "cannot read s3://nas-artifacts/team/" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+# Last in the module: it removes one of the cluster's two worker nodes.
 def test_a_worker_node_killed_mid_search__its_trial_is_retried_on_the_other_and_every_trial_is_accounted_for(
     loopback_cluster, tmp_path
 ):
