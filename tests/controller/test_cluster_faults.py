@@ -167,6 +167,103 @@ def test_search_with_s3_storage__trials_record_uris_and_a_fresh_process_exports_
     assert "Traceback" not in failed.stderr
 
 
+@pytest.mark.postgres
+def test_the_compose_topology_on_loopback__api_runner_ray_postgres_and_s3_run_a_study_end_to_end(
+    loopback_cluster, postgres_url, s3_server, tmp_path
+):
+    """docker-compose.yml's services as local processes: the API (`nas serve --no-runner`) and a runner (`nas worker`)
+    with the compose file's settings, joined to the loopback Ray cluster, on PostgreSQL and the S3 server."""
+    import httpx
+
+    from tests.services.conftest import free_port, stop_worker, wait_for
+    from tests.test_deploy_files import nas_environment
+
+    corpus = tmp_path / "corpora" / "notes"
+    corpus.mkdir(parents=True)
+    (corpus / "notes.txt").write_text("\n\n".join(f"note {i}: a line of text to train on" for i in range(400)))
+    settings = {
+        **s3_server,
+        "NAS_DATABASE_URL": postgres_url,
+        "RAY_ADDRESS": loopback_cluster.address,
+        "NAS_HOME": str(tmp_path / "home"),
+        "NAS_DATA_ROOTS": str(tmp_path / "corpora"),
+        "NAS_DB_RETRY_S": "30",
+    }
+    assert settings.keys() == nas_environment().keys()  # every setting the compose file gives its services
+    environment = {**os.environ, **settings}
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "nas", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-runner"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "nas", "worker", "--poll", "0.5"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    runner.log_path = str(tmp_path / "none")  # type: ignore[attr-defined]  # stop_worker removes it if present
+    api.log_path = str(tmp_path / "none")  # type: ignore[attr-defined]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        wait_for(lambda: _answers(client, "/healthz"), 60, "the API to start")
+        client.headers["Authorization"] = "Bearer " + token_for_url(postgres_url, "alice")
+        body = {
+            "space": "text-mlm-tiny",
+            "name": "compose",
+            "overrides": {
+                "search.trials": 2,
+                "search.concurrency": 2,
+                "search.scheduler": "none",
+                "proxy.steps": 10,
+                "proxy.eval_every": 5,
+                "data.source": str(corpus),
+                "data.vocab_size": 256,
+                "data.seq_len": 32,
+                "architecture.num_layers": 1,
+                "architecture.hidden_size": 32,
+            },
+        }
+        created = client.post("/api/v1/studies", json=body)
+        assert created.status_code == 201, created.text
+        study = created.json()["id"]
+        wait_for(
+            lambda: client.get(f"/api/v1/studies/{study}").json()["status"] in ("succeeded", "failed"),
+            240,
+            "the study to end",
+        )
+        detail = client.get(f"/api/v1/studies/{study}").json()
+        assert detail["status"] == "succeeded", detail
+        exported = client.get(f"/api/v1/studies/{study}/export")  # the API process reads the weights from S3
+        assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip"
+    finally:
+        client.close()
+        stop_worker(runner)
+        stop_worker(api)
+    assert all(t.user_attrs["weights_path"].startswith("s3://") for t in _trials(postgres_url, "compose"))
+
+
+def _answers(client, path: str) -> bool:
+    try:
+        return client.get(path).status_code == 200
+    except Exception:  # not listening yet
+        return False
+
+
+def token_for_url(database_url: str, owner: str) -> str:
+    from services.auth import create_token
+
+    return create_token(database_url, owner)
+
+
+def _trials(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=optuna_storage(url)).get_trials(deepcopy=False)
+
+
 # Last in the module: it removes one of the cluster's two worker nodes.
 def test_a_worker_node_killed_mid_search__its_trial_is_retried_on_the_other_and_every_trial_is_accounted_for(
     loopback_cluster, tmp_path
