@@ -80,7 +80,19 @@ def test_two_runners_on_postgresql__run_each_of_four_studies_exactly_once(ray_cl
     assert len({row.runner_id for row in rows.values()}) == 2  # both runners took part
 
 
-def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(ray_cluster, sqlite_url):
+def claimed(url: str, name: str) -> bool:
+    return studies(url)[name].status == "running"
+
+
+def training(url: str, name: str) -> bool:
+    states = trial_states(url, name)
+    return "COMPLETE" in states and "RUNNING" in states
+
+
+@pytest.mark.parametrize(
+    "moment", [pytest.param(claimed, id="first-seconds-of-its-claim"), pytest.param(training, id="mid-study")]
+)
+def test_kill_9_a_runner__a_second_runner_finishes_its_study(ray_cluster, sqlite_url, moment):
     budget = 4
     queue_study(
         sqlite_url,
@@ -91,11 +103,10 @@ def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(ray_cluster, sql
     first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1", ray_address=address)
     try:
         wait_for(
-            lambda: (
-                "COMPLETE" in trial_states(sqlite_url, "survivor") and "RUNNING" in trial_states(sqlite_url, "survivor")
-            ),
+            lambda: moment(sqlite_url, "survivor"),
             180,
-            "one finished and one running trial",
+            moment.__name__,
+            interval=0.1,
             explain=lambda: worker_logs(first),
         )
     finally:
@@ -118,12 +129,14 @@ def test_kill_9_a_runner_mid_study__a_second_runner_finishes_it(ray_cluster, sql
     assert row.status == "succeeded" and row.attempts == 2
     assert "RUNNING" not in states
     study = optuna.load_study(study_name="survivor", storage=optuna_storage(sqlite_url))
-    # The killed trial is marked failed and lost: it does not use up the budget (nor would a duplicate sample,
+    # A killed trial is marked failed and lost: it does not use up the budget (nor would a duplicate sample,
     # which the resumed sampler may propose and which reuses an earlier result).
     trained = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED") and "duplicate_of" not in t.user_attrs]
     assert len(trained) == budget == finished(count_trials(study.trials))
     lost = [t for t in study.trials if t.user_attrs.get("lost")]
-    assert lost and all(t.state.name == "FAIL" and "runner stopped" in t.user_attrs["fail_reason"] for t in lost)
+    assert all(t.state.name == "FAIL" and "runner stopped" in t.user_attrs["fail_reason"] for t in lost)
+    if moment is training:
+        assert lost
 
 
 def test_a_paused_runner_loses_its_claim__the_runner_that_took_over_finishes_and_the_first_writes_nothing(
