@@ -27,6 +27,7 @@ HEADLINES = {
     "gpu_check": ("mfu", "record (pretraining MFU vs the card's bf16 peak)"),
     "suite_time": ("wall_s", "<= 240 s on 2 CPUs, all passing"),
     "search_efficiency": ("compute_ratio", "<= 0.33 (best method, median of seeds)"),
+    "soak": ("lost", "lost = 0, rerun = 0, api_5xx = 0, memory growth < 10%"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///nas.db"
@@ -25,3 +26,10 @@ def cache_dir(kind: str) -> Path:
 
 def ray_address() -> str | None:
     return os.environ.get("RAY_ADDRESS") or None
+
+
+def staging_path(target: Path) -> Path:
+    """A name beside ``target`` that no other process or call uses: write there, then ``replace`` onto ``target``.
+    Runners, Ray workers and benchmarks fill one shared cache at once; a fixed ``.tmp`` name let one writer's
+    rename take away another's file."""
+    return target.with_name(f"{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

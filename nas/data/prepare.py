@@ -19,7 +19,7 @@ from nas.data.images import load_digits_arrays, load_folder_arrays
 from nas.data.text import load_documents
 from nas.data.tokenizer import TOKENIZER_VERSION, corpus_hash, load_tokenizer, tokenizer_dir
 from nas.models.transformer import CLS_ID, SEP_ID
-from nas.settings import cache_dir
+from nas.settings import cache_dir, staging_path
 from nas.space.sections import DataSpec
 
 PREPARE_VERSION = 1  # bump when the preparation below changes meaning
@@ -64,7 +64,7 @@ def _load_cached(parts: dict[str, Any]) -> tuple[str, PreparedData | None]:
 
 def _store(data: PreparedData) -> PreparedData:
     path = cache_dir("data") / f"{data.fingerprint}.pt"
-    tmp = path.with_suffix(".tmp")
+    tmp = staging_path(path)
     torch.save({k: v for k, v in data.__dict__.items() if k != "cache_hit"}, tmp)
     tmp.replace(path)
     return data

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import platform
 import sysconfig
 from pathlib import Path
 
 from nas.catalog import DataError, Source
-from nas.settings import cache_dir
+from nas.settings import cache_dir, staging_path
 
 CORPUS_VERSION = 2  # bump when python_docs() changes what it collects
 _PYTHON_DOCS: list[str] = []  # this process's copy: the corpus is the same for every study on this Python
@@ -59,7 +58,7 @@ def python_docs() -> list[str]:
                 if doc and len(doc) > 80 and doc not in seen:
                     seen.add(doc)
                     documents.append(doc)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp = staging_path(cache)
     tmp.write_text(json.dumps(documents), encoding="utf-8")
     tmp.replace(cache)
     _PYTHON_DOCS.extend(documents)

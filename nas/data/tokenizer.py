@@ -9,13 +9,11 @@ same model on the same token ids.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 from nas.models.transformer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID
-from nas.settings import cache_dir
+from nas.settings import cache_dir, staging_path
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 assert [PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID] == list(range(5))
@@ -57,7 +55,7 @@ def tokenizer_dir(documents: list[str], vocab_size: int) -> tuple[Path, bool]:
     # A staging folder of this trainer's own, published by one rename: concurrent trainers (Ray workers,
     # benchmark processes) must not write into each other's files. Whichever renames first wins; the result is
     # the same. (Named, not mkdtemp'd: save_pretrained creates it with the usual mode for a shared NAS_HOME.)
-    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = staging_path(folder)
     fast.save_pretrained(tmp)
     try:
         tmp.replace(folder)

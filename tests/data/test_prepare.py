@@ -133,3 +133,30 @@ def test_image_folder_with_a_few_corrupt_files__trains_on_the_rest_and_warns_wit
         (tmp_path / f"{index}.png").write_bytes(b"broken")
     with pytest.raises(DataError, match=r"holds only 4 readable images \(8 more cannot be read\); at least 8"):
         prepare_data(DataSpec(source=str(tmp_path), image_size=8, val_fraction=0.2), "image", 3)
+
+
+def _store_repeatedly(home: str, start) -> None:
+    import os
+
+    os.environ["NAS_HOME"] = home
+    from nas.data.prepare import PreparedData, _store
+
+    data = PreparedData(kind="text", train=torch.zeros(256, 256), val=torch.zeros(8, 256), fingerprint="shared")
+    start.wait()  # all four write at once
+    for _ in range(100):
+        _store(data)
+
+
+def test_cache_writes_from_several_processes_at_once__never_take_each_others_files(tmp_path):
+    """Four runners preparing the same data at the same moment (the soak benchmark found a shared .tmp name)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(4)
+    processes = [context.Process(target=_store_repeatedly, args=(str(tmp_path), start)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    assert [path.name for path in (tmp_path / "cache" / "data").iterdir()] == ["shared.pt"]
