@@ -47,7 +47,7 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     from services.auth import create_token
-    from tests.services.conftest import TINY_TEXT  # the suite's tiny text search, one trial at a time
+    from tests.services.conftest import TINY_TEXT, free_port  # the suite's tiny text search, one trial at a time
     from tests.services.private_postgres import PrivatePostgres, server_programs
 
     programs = server_programs()
@@ -68,7 +68,7 @@ def main() -> None:
         "NAS_DB_RETRY_S": "30",
         "PYTHONPATH": str(REPO),
     }
-    port = _free_port()
+    port = free_port()
     processes: list[subprocess.Popen] = []
     api_log = open(home / "api.log", "w")  # closed at the end
     try:
@@ -277,14 +277,6 @@ def _wait(predicate, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.5)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -61,6 +61,18 @@ def search(cluster, folder: Path, name: str, *settings: str, wait: bool = True, 
     )
 
 
+def export_in_a_fresh_process(folder: Path, name: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``nas export`` of study ``name`` in the SQLite file in ``folder``, a new process with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "nas", "export", name, "--out", str(out), "--storage", f"sqlite:///{folder / 'nas.db'}"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
 def stored_trials(folder: Path, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
         study = optuna.load_study(study_name=name, storage=optuna_storage(f"sqlite:///{folder / 'nas.db'}"))
@@ -142,27 +154,11 @@ def test_search_with_s3_storage__trials_record_uris_and_a_fresh_process_exports_
     assert len(trials) == 2
     for trial in trials:
         assert trial.user_attrs["weights_path"].startswith("s3://nas-artifacts/team/ray_results/on-s3/")
-    exported = subprocess.run(
-        [sys.executable, "-m", "nas", "export", "on-s3", "--out", str(tmp_path / "export")]
-        + ["--storage", f"sqlite:///{tmp_path / 'nas.db'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **s3_server},
-    )
+    exported = export_in_a_fresh_process(tmp_path, "on-s3", tmp_path / "export", s3_server)
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (tmp_path / "export" / "config.json").is_file() and (tmp_path / "export" / "model.safetensors").is_file()
     unreachable = {**s3_server, "NAS_STORAGE_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on port 9
-    failed = subprocess.run(
-        [sys.executable, "-m", "nas", "export", "on-s3", "--out", str(tmp_path / "again")]
-        + ["--storage", f"sqlite:///{tmp_path / 'nas.db'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **unreachable},
-    )
+    failed = export_in_a_fresh_process(tmp_path, "on-s3", tmp_path / "again", unreachable)
     assert failed.returncode == 1 and "cannot read s3://nas-artifacts/team/" in failed.stderr
     assert "Traceback" not in failed.stderr
 

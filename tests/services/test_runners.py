@@ -20,6 +20,8 @@ from tests.conftest import SPACES
 from tests.services.conftest import TINY_TEXT, start_worker, stop_worker, wait_for, worker_logs
 
 pytestmark = [pytest.mark.ray]
+# Trials long enough (120 steps, a few seconds) for a runner to be killed or paused while one is training.
+LONG_TRIALS = {**TINY_TEXT, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40}
 
 
 def queue_study(url: str, name: str, overrides: dict) -> None:
@@ -97,7 +99,7 @@ def test_kill_9_a_runner__a_second_runner_finishes_its_study(ray_cluster, sqlite
     queue_study(
         sqlite_url,
         "survivor",
-        {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40},
+        {**LONG_TRIALS, "search.trials": budget},
     )
     address = ray_cluster.get_runtime_context().gcs_address
     first = start_worker(sqlite_url, "--lease", "4", "--heartbeat", "1", ray_address=address)
@@ -146,7 +148,7 @@ def test_a_paused_runner_loses_its_claim__the_runner_that_took_over_finishes_and
     queue_study(
         sqlite_url,
         "contested",
-        {**TINY_TEXT, "search.trials": budget, "search.scheduler": "none", "proxy.steps": 120, "proxy.eval_every": 40},
+        {**LONG_TRIALS, "search.trials": budget},
     )
     address = ray_cluster.get_runtime_context().gcs_address
     first = start_worker(sqlite_url, "--lease", "3", "--heartbeat", "1", ray_address=address)
