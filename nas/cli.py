@@ -266,6 +266,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         lease_s=args.lease or settings.runner_lease_s,
         heartbeat_s=args.heartbeat or settings.runner_heartbeat_s,
         poll_s=args.poll,
+        data_roots=settings.data_root_paths,
     )
     return EXIT_OK
 
@@ -283,11 +284,11 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import export_trial, load_trial
+    from nas.export import export_trial_to, load_trial
 
     _quiet_libraries()
     record = load_trial(_database(args), args.study, args.trial)
-    folder = export_trial(record, Path(args.out), weights=args.weights)
+    folder = export_trial_to(record, args.out, weights=args.weights)
     print(f"exported trial {record.number} of {record.study} ({args.weights} weights) to {folder}")
     return EXIT_OK
 
@@ -296,10 +297,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from nas.pretrain import run_pretraining
 
     _quiet_libraries()
-    out = Path(args.out) if args.out else Path(args.folder).resolve().parent / f"{Path(args.folder).name}-pretrained"
+    out = Path(args.out) if args.out else _beside(args.folder, "-pretrained")
     try:
         model = run_pretraining(
-            Path(args.folder),
+            args.folder,
             out,
             data_source=args.data,
             max_steps=args.max_steps,
@@ -313,6 +314,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"pretrained model: {model}\nloss curve: {out / 'loss_curve.png'}")
     return EXIT_OK
+
+
+def _beside(location: str, suffix: str) -> Path:
+    """A local folder named after ``location`` with ``suffix``: beside it, or in the working folder for a URI."""
+    from nas.store.artifacts import is_remote
+
+    if is_remote(location):
+        return Path.cwd() / f"{location.rstrip('/').rsplit('/', 1)[-1]}{suffix}"
+    return Path(location).resolve().parent / f"{Path(location).name}{suffix}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a trial as a save_pretrained folder with provenance and recipe")
     export.add_argument("study")
     export.add_argument("--trial", type=int, help="trial number (default: the best trial)")
-    export.add_argument("--out", required=True, help="folder to write (must be new or empty)")
+    export.add_argument(
+        "--out", required=True, help="folder or storage URI (s3://bucket/prefix) to write; must be new or empty"
+    )
     export.add_argument(
         "--weights",
         choices=["proxy", "init"],
@@ -405,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     pretrain = commands.add_parser("pretrain", help="full self-supervised pretraining of an export on Ray Train")
-    pretrain.add_argument("folder", help="a folder written by `nas export`")
+    pretrain.add_argument("folder", help="a folder written by `nas export` (a path or a storage URI)")
     pretrain.add_argument("--data", help="override the recipe's data source")
     pretrain.add_argument("--max-steps", type=int)
     pretrain.add_argument("--workers", type=int, help="DDP workers (default: the recipe's)")

@@ -23,7 +23,7 @@ from nas.errors import UserError
 from nas.models.base import DataShape, get_family
 from nas.space import SpaceError, parse_space
 from nas.space.sections import full_hyperparameters
-from nas.store.artifacts import fetch_folder
+from nas.store.artifacts import fetch_folder, filesystem_for, is_remote, publish_folder
 from nas.store.trials import (
     ARCHITECTURE,
     DATA_SHAPE,
@@ -168,16 +168,36 @@ def export_trial(record: TrialRecord, out: Path, weights: str = "proxy", overwri
     return out
 
 
+def export_trial_to(record: TrialRecord, location: str, weights: str = "proxy") -> str:
+    """``export_trial`` to a local folder or to a storage URI (``s3://bucket/exports/x``), where ``nas pretrain``
+    on any machine of the cluster can read it."""
+    if not is_remote(location):
+        return str(export_trial(record, Path(location), weights=weights))
+    import pyarrow.fs
+
+    filesystem, path = filesystem_for(location)
+    try:
+        taken = filesystem.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except OSError as error:
+        raise ExportError(f"cannot read {location}: {error}") from None
+    if taken:
+        raise ExportError(f"{location} exists and is not empty; choose another --out")
+    with tempfile.TemporaryDirectory(prefix="nas-export-") as scratch:
+        return publish_folder(export_trial(record, Path(scratch) / "export", weights=weights), location)
+
+
 def _save_preprocessing(space, record: TrialRecord, out: Path) -> None:
     if space.task == "mlm":
-        if not record.tokenizer_dir or not Path(record.tokenizer_dir).is_dir():
-            raise ExportError(
-                f"the study's tokenizer ({record.tokenizer_dir}) is gone from the cache; "
-                "run a search on the same data again to rebuild it"
-            )
-        for item in Path(record.tokenizer_dir).iterdir():
-            if item.is_file():
-                shutil.copy2(item, out / item.name)
+        with tempfile.TemporaryDirectory(prefix="nas-tokenizer-") as scratch:
+            folder = fetch_folder(record.tokenizer_dir, Path(scratch)) if record.tokenizer_dir else None
+            if folder is None or not (folder / "tokenizer.json").is_file():
+                raise ExportError(
+                    f"the study's tokenizer ({record.tokenizer_dir}) is gone from the cache; "
+                    "run a search on the same data again to rebuild it"
+                )
+            for item in folder.iterdir():
+                if item.is_file() and not item.name.startswith("."):
+                    shutil.copy2(item, out / item.name)
         return
     from transformers import ViTImageProcessor
 

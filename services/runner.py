@@ -15,6 +15,7 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import yaml
@@ -43,13 +44,17 @@ class StudyRunner:
         heartbeat_s: float = 5.0,
         poll_s: float = 2.0,
         runner_id: str | None = None,
+        data_roots: tuple[Path, ...] = (),
     ):
+        """``data_roots``: NAS_DATA_ROOTS, checked again when a study starts (the files a study submitted over REST
+        names may have changed, a link been swapped, since its submission was checked)."""
         if heartbeat_s >= lease_s:
             raise ValueError("the heartbeat must come more often than the lease expires")
         self.url = url
         self.lease_s = lease_s
         self.heartbeat_s = heartbeat_s
         self.poll_s = poll_s
+        self.data_roots = data_roots
         self.id = runner_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
 
@@ -144,7 +149,9 @@ class StudyRunner:
         """The study's stored space through run_study (which records its own outcome) or run_audit."""
         try:
             raw = apply_overrides(yaml.safe_load(study.spec), {"search.trials": study.trials})
-            space = parse_space(raw, study.space_name, check_data=True, check_satisfiable=False)
+            space = parse_space(
+                raw, study.space_name, check_data=True, check_satisfiable=False, data_roots=self.data_roots
+            )
         except SpaceError as error:
             set_status(self.url, study.name, "failed", f"the stored space is no longer valid: {error}")
             return "failed"
@@ -236,9 +243,11 @@ class StudyRunner:
             log.warning("could not unregister runner %s: %s", self.id, first_line(error))
 
 
-def main(url: str, lease_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 2.0) -> None:
+def main(
+    url: str, lease_s: float = 30.0, heartbeat_s: float = 5.0, poll_s: float = 2.0, data_roots: tuple[Path, ...] = ()
+) -> None:
     """Entry point of ``nas worker``: run until SIGTERM / Ctrl-C."""
-    runner = StudyRunner(url, lease_s=lease_s, heartbeat_s=heartbeat_s, poll_s=poll_s)
+    runner = StudyRunner(url, lease_s=lease_s, heartbeat_s=heartbeat_s, poll_s=poll_s, data_roots=data_roots)
 
     def _terminate(signum, frame):
         runner.stop()

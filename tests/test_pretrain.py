@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -107,14 +108,16 @@ def test_pretrain__resume_starts_from_a_whole_checkpoint_ray_never_registered(ex
     run_pretraining(copy, out, max_steps=10, workers=1, progress=False)
     run_dir = out / "ray" / "pretrain"
     (run_dir / "checkpoint_manager_snapshot.json").unlink()
-    newest = latest_complete_checkpoint(run_dir)
-    assert newest is not None and json.loads((newest / "state.json").read_text())["step"] == 10
+    found = latest_complete_checkpoint(run_dir)
+    assert found is not None
+    newest = Path(found)
+    assert json.loads((newest / "state.json").read_text())["step"] == 10
     for name, cut in (("weights.safetensors", "checkpoint_cut_weights"), ("optimizer.pt", "checkpoint_cut_optimizer")):
         shutil.copytree(newest, run_dir / cut)
         (run_dir / cut / "state.json").write_text(json.dumps({"step": 15, "history": []}))
         data = (run_dir / cut / name).read_bytes()
         (run_dir / cut / name).write_bytes(data[: len(data) // 2])
-    assert latest_complete_checkpoint(run_dir) == newest
+    assert latest_complete_checkpoint(run_dir) == str(newest)
     model = run_pretraining(copy, out, max_steps=15, workers=1, resume=True, progress=False)
     assert json.loads((out / "progress.json").read_text())["resumed_from"] == 10
     assert history_of(model)[-1]["step"] == 15

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.catalog import TASKS
@@ -20,7 +21,7 @@ from nas.controller.cluster import check_trial_fits, ensure_ray
 from nas.controller.stopping import StopFlag
 from nas.errors import UserError, failure_message, first_line
 from nas.settings import database_url
-from nas.store.artifacts import tune_storage
+from nas.store.artifacts import shared_copy, tune_storage
 from nas.store.db import optuna_storage
 from nas.store.outage import DatabaseUnavailable, call_with_retry, is_outage
 from nas.store.trials import FAIL_REASON, INFEASIBLE, LOST, count_trials, finished, why_not_complete
@@ -182,7 +183,9 @@ def _run(
         "task": space.task,
         "objectives": list(space.objectives),
         DATA_FINGERPRINT: data.fingerprint,
-        "tokenizer_dir": data.tokenizer_dir,
+        # Export on any machine (the API's, a laptop's) needs it: a copy in the shared storage when there is one.
+        "tokenizer_dir": data.tokenizer_dir
+        and shared_copy(Path(data.tokenizer_dir), "tokenizers", Path(data.tokenizer_dir).name),
     }.items():
         study.set_user_attr(key, value)
     if space.search.warm_start:  # checked by run_study against the earlier studies

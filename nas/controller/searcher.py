@@ -120,6 +120,15 @@ class CandidateSearcher(OptunaSearch):
             storage=storage,
         )
 
+    # Tune pickles its search algorithm into the experiment folder when the Tuner is made, for a restore this
+    # project never does (the study in the database is the record a resumed run starts from). What cannot or
+    # need not travel stays out: the sampler and study (Optuna's GA samplers hold a lock since 5.1), the data
+    # (tensors), the screened trials. A searcher unpickled from this state is not meant to run.
+    _NOT_PICKLED = ("_sampler", "_ot_study", "_ot_trials", "data", "_screened")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: (None if k in self._NOT_PICKLED else v) for k, v in self.__dict__.items()}
+
     @staticmethod
     def _never_called(trial):  # pragma: no cover - suggest() below samples the space itself
         raise AssertionError("CandidateSearcher samples the space in suggest()")

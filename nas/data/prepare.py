@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,17 +39,28 @@ class PreparedData:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare_data(spec: DataSpec, kind: str, channels: int, seed: int = 0) -> PreparedData:
+def prepare_data(
+    spec: DataSpec, kind: str, channels: int, seed: int = 0, tokenizer: Path | None = None
+) -> PreparedData:
+    """The study's tensors. ``tokenizer``: a tokenizer folder to encode text with (full pretraining keeps the
+    export's token ids on any corpus) instead of the one trained on this corpus."""
     source = resolve_source(spec.source)
     if source.kind != kind:
         raise DataError(f"{spec.source!r} is {source.kind} data; this task needs {kind} data")
     if kind == "text":
-        return _prepare_text(source, spec, seed)
+        return _prepare_text(source, spec, seed, tokenizer)
     return _prepare_images(source, spec, channels, seed)
 
 
 def _fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    except OSError as error:
+        raise DataError(f"cannot read the tokenizer {path}: {error.strerror or error}") from None
 
 
 def _load_cached(parts: dict[str, Any]) -> tuple[str, PreparedData | None]:
@@ -76,13 +88,15 @@ def _split(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.n
     return order[n_val:], order[:n_val]
 
 
-def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
+def _prepare_text(source: Source, spec: DataSpec, seed: int, given_tokenizer: Path | None) -> PreparedData:
     documents = load_documents(source, spec.text_field)
     fingerprint, cached = _load_cached(
         {
             "corpus": corpus_hash(documents),
             "vocab": spec.vocab_size,
-            "tokenizer": TOKENIZER_VERSION,
+            "tokenizer": TOKENIZER_VERSION
+            if given_tokenizer is None
+            else _file_hash(given_tokenizer / "tokenizer.json"),
             "seq_len": spec.seq_len,
             "val": spec.val_fraction,
             "max": spec.max_samples,
@@ -91,7 +105,10 @@ def _prepare_text(source: Source, spec: DataSpec, seed: int) -> PreparedData:
     )
     if cached is not None:
         return cached
-    folder, tokenizer_hit = tokenizer_dir(documents, spec.vocab_size)
+    if given_tokenizer is None:
+        folder, tokenizer_hit = tokenizer_dir(documents, spec.vocab_size)
+    else:
+        folder, tokenizer_hit = given_tokenizer, True
     tokenizer = load_tokenizer(folder)
     encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
     stream: list[int] = []

@@ -11,6 +11,7 @@ Ray workers.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 STORAGE_URI_ENV = "NAS_STORAGE_URI"
 ENDPOINT_ENV = "NAS_STORAGE_ENDPOINT"
+MARKER_FILE = ".complete"
 
 
 class StorageError(UserError, ValueError):
@@ -44,6 +46,14 @@ def tune_storage(folder: str = "ray_results") -> tuple[str, pyarrow.fs.FileSyste
         return str(Path(uri.removeprefix("file://")).resolve() / folder), None
     filesystem, path = filesystem_for(uri)
     return f"{path.rstrip('/')}/{folder}", filesystem
+
+
+def storage_location(*parts: str) -> str:
+    """``parts`` joined under the storage: a local path, or a URI in an object store."""
+    uri = storage_uri()
+    if not is_remote(uri):
+        return str(Path(uri.removeprefix("file://")).resolve().joinpath(*parts))
+    return "/".join([uri.rstrip("/"), *parts])
 
 
 def filesystem_for(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
@@ -80,6 +90,15 @@ def checkpoint_location(checkpoint) -> str:
     return f"{filesystem.type_name}://{checkpoint.path}"
 
 
+def open_location(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """The file system and path of any location, local ones included (one code path for listing and reading)."""
+    if is_remote(location):
+        return filesystem_for(location)
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem(), str(Path(location.removeprefix("file://")).resolve())
+
+
 def fetch_folder(location: str, into: Path) -> Path:
     """A local folder with the files at ``location``: the folder itself when local, else a copy in ``into``."""
     if not is_remote(location):
@@ -95,3 +114,48 @@ def fetch_folder(location: str, into: Path) -> Path:
     except OSError as error:
         raise StorageError(f"cannot read {location}: {error}") from None
     return into
+
+
+def publish_folder(folder: Path, location: str) -> str:
+    """Copy the files of ``folder`` to ``location`` (a path or an object-store URI); returns ``location``.
+
+    Used for what another machine must read back: an export written to the storage, the study's tokenizer.
+    """
+    if not is_remote(location):
+        target = Path(location.removeprefix("file://"))
+        if target.resolve() != Path(folder).resolve():
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        return location
+    import pyarrow.fs
+
+    filesystem, path = filesystem_for(location)
+    try:
+        pyarrow.fs.copy_files(
+            str(Path(folder).resolve()),
+            path,
+            source_filesystem=pyarrow.fs.LocalFileSystem(),
+            destination_filesystem=filesystem,
+        )
+    except OSError as error:
+        raise StorageError(f"cannot write {location}: {error}") from None
+    return location
+
+
+def shared_copy(folder: Path, *parts: str) -> str:
+    """Where any machine can read ``folder`` (a cache of this one): the folder itself when no ``NAS_STORAGE_URI``
+    is set (one machine), else its copy at ``parts`` under the storage, written once."""
+    if not os.environ.get(STORAGE_URI_ENV):
+        return str(folder)
+    location = storage_location(*parts)
+    filesystem, path = open_location(location)
+    import pyarrow.fs
+
+    try:
+        if filesystem.get_file_info(f"{path}/{MARKER_FILE}").type == pyarrow.fs.FileType.File:
+            return location
+    except OSError as error:
+        raise StorageError(f"cannot read {location}: {error}") from None
+    publish_folder(folder, location)
+    with filesystem.open_output_stream(f"{path}/{MARKER_FILE}") as marker:  # written last: the copy is whole
+        marker.write(b"complete\n")
+    return location

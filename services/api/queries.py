@@ -236,14 +236,14 @@ def load_trials(session: Session, trial_ids: list[int]) -> list[TrialPublic]:
         )
     }
     values: dict[int, dict[int, float | None]] = defaultdict(dict)
-    for trial_id, objective, value in session.execute(
+    for value_owner, objective, value in session.execute(
         select(TrialValueModel.trial_id, TrialValueModel.objective, TrialValueModel.value).where(
             _among(TrialValueModel.trial_id, trial_ids, session)
         )
     ):
-        values[trial_id][objective] = value
-    params: dict[int, dict[str, Any]] = defaultdict(dict)
-    for trial_id, name, value, distribution in session.execute(
+        values[value_owner][objective] = value
+    params: dict[int | None, dict[str, Any]] = defaultdict(dict)  # optuna types these foreign keys Optional
+    for param_owner, name, value, distribution in session.execute(
         select(
             TrialParamModel.trial_id,
             TrialParamModel.param_name,
@@ -251,15 +251,15 @@ def load_trials(session: Session, trial_ids: list[int]) -> list[TrialPublic]:
             TrialParamModel.distribution_json,
         ).where(_among(TrialParamModel.trial_id, trial_ids, session))
     ):
-        params[trial_id][name] = _distribution(distribution).to_external_repr(value)
-    attrs: dict[int, dict[str, Any]] = defaultdict(dict)
-    for trial_id, key, value_json in session.execute(
+        params[param_owner][name] = _distribution(distribution).to_external_repr(value)
+    attrs: dict[int | None, dict[str, Any]] = defaultdict(dict)
+    for attr_owner, key, value_json in session.execute(
         select(TrialUserAttributeModel.trial_id, TrialUserAttributeModel.key, TrialUserAttributeModel.value_json).where(
             _among(TrialUserAttributeModel.trial_id, trial_ids, session),
             _among(TrialUserAttributeModel.key, SHOWN_ATTRS, session, String),
         )
     ):
-        attrs[trial_id][key] = json.loads(value_json)
+        attrs[attr_owner][key] = json.loads(value_json)
     result = []
     for trial_id in trial_ids:
         row = trials.get(trial_id)

@@ -3,6 +3,7 @@ GPUs shared by fractional trials, a trial no node can hold, and a worker node ki
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nas.pretrain import latest_complete_checkpoint
+from nas.store.artifacts import filesystem_for
 from nas.store.db import optuna_storage
 from nas.store.trials import count_trials, finished
 from tests.conftest import SPACES
@@ -61,8 +64,11 @@ def search(cluster, folder: Path, name: str, *settings: str, wait: bool = True, 
     )
 
 
-def export_in_a_fresh_process(folder: Path, name: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``nas export`` of study ``name`` in the SQLite file in ``folder``, a new process with ``env`` added."""
+def export_in_a_fresh_process(
+    folder: Path, name: str, out: Path | str, env: dict[str, str]
+) -> subprocess.CompletedProcess:
+    """``nas export`` of study ``name`` in the SQLite file in ``folder`` to ``out`` (a folder or a storage URI), a new
+    process with ``env`` added."""
     return subprocess.run(
         [sys.executable, "-m", "nas", "export", name, "--out", str(out), "--storage", f"sqlite:///{folder / 'nas.db'}"],
         cwd=folder,
@@ -161,6 +167,35 @@ def test_search_with_s3_storage__trials_record_uris_and_a_fresh_process_exports_
     failed = export_in_a_fresh_process(tmp_path, "on-s3", tmp_path / "again", unreachable)
     assert failed.returncode == 1 and "cannot read s3://nas-artifacts/team/" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+    # Another machine, with a NAS_HOME of its own (no tokenizer cache): the export goes to the storage, and full
+    # pretraining reads it from there and keeps its checkpoints there, wherever its ranks run.
+    elsewhere = {**s3_server, "NAS_HOME": str(tmp_path / "elsewhere"), "RAY_ADDRESS": loopback_cluster.address}
+    published = export_in_a_fresh_process(tmp_path, "on-s3", "s3://nas-artifacts/team/exports/winner", elsewhere)
+    assert published.returncode == 0, published.stderr[-3000:]
+    pretrained = subprocess.run(
+        [sys.executable, "-m", "nas", "pretrain", "s3://nas-artifacts/team/exports/winner", "--out", "full"]
+        + ["--max-steps", "4", "--workers", "2", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **elsewhere},
+    )
+    assert pretrained.returncode == 0, pretrained.stderr[-3000:]
+    out = tmp_path / "full"
+    run = json.loads((out / "run.json").read_text())
+    assert run["location"] == "s3://nas-artifacts/team/pretrain" and not (out / "ray").exists()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in s3_server.items():
+            patch.setenv(key, value)
+        filesystem, path = filesystem_for(run["location"])
+        newest = latest_complete_checkpoint(f"{path}/{run['name']}", filesystem)
+    assert newest is not None and newest.startswith(f"nas-artifacts/team/pretrain/{run['name']}/checkpoint_")
+    assert json.loads((out / "progress.json").read_text())["step"] == 4
+    provenance = json.loads((out / "model" / "nas_provenance.json").read_text())
+    assert provenance["pretraining"]["steps"] == 4
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "model" / "model.safetensors").is_file()
 
 
 @pytest.mark.postgres

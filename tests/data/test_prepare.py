@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,24 @@ def test_cache_writes_from_several_processes_at_once__never_take_each_others_fil
         process.join(timeout=120)
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
     assert [path.name for path in (tmp_path / "cache" / "data").iterdir()] == ["shared.pt"]
+
+
+def test_text_encoded_with_a_given_tokenizer__keeps_its_ids_on_another_corpus(nas_home, tmp_path):
+    """Full pretraining on a new corpus must use the export's token ids, not a tokenizer trained on that corpus."""
+    from nas.data.tokenizer import load_tokenizer
+    from nas.models.transformer import SEP_ID
+
+    docs = prepare_data(DataSpec(source="builtin:python-docs", seq_len=32, vocab_size=512, max_samples=300), "text", 0)
+    paragraph = "Zebras and quokkas graze beside the quiet estuary while herons wade. " * 10
+    (tmp_path / "other.txt").write_text("\n\n".join([paragraph] * 30))
+    other = DataSpec(source=str(tmp_path / "other.txt"), seq_len=32, vocab_size=512)
+    own = prepare_data(other, "text", 0)
+    given = prepare_data(other, "text", 0, tokenizer=Path(docs.tokenizer_dir))
+    assert given.tokenizer_dir == docs.tokenizer_dir and own.tokenizer_dir != docs.tokenizer_dir
+    assert given.fingerprint != own.fingerprint  # cached apart
+    # The corpus is one paragraph, so its token stream repeats (paragraph ids, [SEP]): every sequence is a window.
+    period = [*load_tokenizer(docs.tokenizer_dir)(paragraph, add_special_tokens=False)["input_ids"], SEP_ID]
+    stream = period * 3
+    for sequence in torch.cat([given.train, given.val])[:, 1:].tolist():  # after [CLS]
+        assert any(stream[i : i + len(sequence)] == sequence for i in range(len(period)))
+    assert not torch.equal(torch.cat([own.train, own.val]), torch.cat([given.train, given.val]))

@@ -4,7 +4,9 @@ symbolic links that lead out are refused without the server's file system answer
 from __future__ import annotations
 
 import os
+import shutil
 
+from services.runner import StudyRunner
 from tests.conftest import SPACES
 from tests.services.conftest import TINY_TEXT, start_server, token_for
 
@@ -40,7 +42,7 @@ def test_data_source_over_rest__builtins_only_by_default_and_nothing_outside_the
     finally:
         next(default, None)
 
-    rooted = start_server(sqlite_url, data_roots=str(allowed))
+    rooted = start_server(f"sqlite:///{tmp_path / 'rooted.db'}", data_roots=str(allowed))  # none of the above
     server = next(rooted)
     try:
         client = server.client(token_for(server, "bob"))
@@ -65,5 +67,16 @@ def test_data_source_over_rest__builtins_only_by_default_and_nothing_outside_the
             not validated["valid"]
             and "is outside" in {e["path"]: e["message"] for e in validated["errors"]}["data.source"]
         )
+
+        # A link swapped after submission: the runner checks the roots again before it reads a file.
+        shutil.rmtree(allowed / "corpus")
+        os.symlink(secret, allowed / "corpus")
+        runner = StudyRunner(server.database_url, lease_s=20, heartbeat_s=1, poll_s=0.2, data_roots=(allowed,))
+        assert runner.run_forever(exit_when_idle=True) == 2
+        studies = client.get("/api/v1/studies").json()["data"]
+        assert len(studies) == 2
+        for study in studies:
+            assert study["status"] == "failed" and "is outside the folders this service may read" in study["error"]
+            assert study["counts"]["finished"] == 0
     finally:
         next(rooted, None)
