@@ -28,6 +28,7 @@ HEADLINES = {
     "suite_time": ("wall_s", "<= 240 s on 2 CPUs, all passing"),
     "search_efficiency": ("compute_ratio", "<= 0.33 (best method, median of seeds)"),
     "soak": ("lost", "lost = 0, rerun = 0, api_5xx = 0, memory growth < 10%"),
+    "cli_startup": ("slowest_s", "help, validate, studies list (100 studies) each <= 0.5 s"),
 }
 
 

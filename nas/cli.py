@@ -26,13 +26,14 @@ def _print_error(error: UserError) -> None:
         print(line, file=sys.stderr)
 
 
-def _database(args: argparse.Namespace) -> str:
+def _database(args: argparse.Namespace, service_tables_only: bool = False) -> str:
     """The command's database URL (--storage, else $NAS_DATABASE_URL, else sqlite:///nas.db), its schema brought
-    up to date once, here at start-up, so that no read further on has to."""
-    from nas.store import upgrade
+    up to date once, here at start-up, so that no read further on has to. ``service_tables_only``: the command
+    reads only the service's tables, and a schema already current costs one small query."""
+    from nas.store.db import ensure_service_schema, upgrade
 
     url = database_url(args.storage)
-    upgrade(url)
+    (ensure_service_schema if service_tables_only else upgrade)(url)
     return url
 
 
@@ -182,7 +183,7 @@ def cmd_spaces_list(args: argparse.Namespace) -> int:
 def cmd_studies_list(args: argparse.Namespace) -> int:
     from nas.store import list_study_rows
 
-    rows = list_study_rows(_database(args))
+    rows = list_study_rows(_database(args, service_tables_only=True))
     if not rows:
         print("no studies yet")
         return EXIT_OK

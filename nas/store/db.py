@@ -16,6 +16,7 @@ from nas.store.outage import call_with_retry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "services" / "migrations"
 VERSION_TABLE = "nas_alembic_version"  # Optuna's own Alembic uses the default "alembic_version"
+SCHEMA_HEAD = "0006"  # the newest migration in MIGRATIONS_DIR/versions (a test holds the two equal)
 
 
 def normalise_url(url: str) -> str:
@@ -86,6 +87,22 @@ def upgrade(url: str) -> None:
     """
     optuna_storage(url)
     call_with_retry(lambda: _upgrade_service_tables(url), "upgrading the schema")
+
+
+def ensure_service_schema(url: str) -> None:
+    """For commands that read only the service's own tables (``nas studies list``): one indexed read of the
+    version row, and the whole :func:`upgrade` only when the schema is behind or absent. Optuna and Alembic stay
+    unimported on the fast path (a third of a second of a short command's start-up)."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with get_engine(url).connect() as connection:
+            current = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    except SQLAlchemyError:  # no version table yet, or the database is out: upgrade() creates or waits
+        current = None
+    if current != SCHEMA_HEAD:
+        upgrade(url)
 
 
 def _upgrade_service_tables(url: str) -> None:
