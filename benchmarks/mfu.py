@@ -3,16 +3,18 @@ median architecture over the measured fp32 matmul FLOP/s of the same machine, in
 
 Training FLOPs per step are counted with ``torch.utils.flop_counter`` over one real forward + backward;
 the step rate comes from the project's own loop (``run_proxy`` throughput). Keys: ``mfu``,
-``achieved_gflops``, ``matmul_gflops``.
+``achieved_gflops``, ``matmul_gflops``. Beside it, in the same run and alternated round by round, the bare
+transformers loop a user would write over the same model and batch (``bare_mfu``; #11: ``ratio_to_bare`` >= 1.0).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
-from common import fixed_text_candidate, record
+from common import bare_mlm_batch, bare_mlm_loop, fixed_text_candidate, record
 
 from nas.models import get_family
 from nas.proxies.loop import build_proxy, run_proxy
@@ -41,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     space, data, candidate = fixed_text_candidate(
         "text-mlm-small",
@@ -64,16 +67,37 @@ def main() -> None:
     with counter:
         proxy.loss(model, batch).backward()
     flops_per_sample = counter.get_total_flops() / args.batch_size
+    # The bare loop's own count: transformers' MLM head projects every position onto the vocabulary, where the
+    # proxy's projects only the masked ones, so the same model costs it more per sample.
+    inputs, labels = bare_mlm_batch(data.train, args.batch_size, torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_ids=inputs, labels=labels).loss.backward()
+    bare_flops_per_sample = counter.get_total_flops() / args.batch_size
 
-    peak_before = matmul_gflops()
-    throughput = run_proxy(space, candidate, data, lambda metrics, model=None: None, seed=0)["throughput"]
-    peak_after = matmul_gflops()
-    peak = max(peak_before, peak_after)
+    family = get_family(space.family)
+    peaks, project, bare = [matmul_gflops()], [], []
+    for _ in range(args.rounds):  # alternated, so drift in the machine's speed hits both sides alike
+        project.append(run_proxy(space, candidate, data, lambda metrics, model=None: None, seed=0)["throughput"])
+        torch.manual_seed(0)
+        bare_model = family.build(candidate.architecture, space.data_shape)
+        bare.append(bare_mlm_loop(bare_model, data.train, args.steps, args.batch_size, space.data.vocab_size, 3e-4))
+        peaks.append(matmul_gflops())
+    peak = max(peaks)
+    throughput, bare_throughput = statistics.median(project), statistics.median(bare)
     achieved = flops_per_sample * throughput / 1e9
     record(
         "mfu",
         {
             "mfu": achieved / peak,
+            "bare_mfu": bare_flops_per_sample * bare_throughput / 1e9 / peak,
+            "ratio_to_bare": (flops_per_sample * throughput) / (bare_flops_per_sample * bare_throughput),
+            "samples_ratio_to_bare": throughput / bare_throughput,
+            "bare_samples_per_s": bare_throughput,
+            "bare_train_flops_per_sample": bare_flops_per_sample,
+            "project_runs": project,
+            "bare_runs": bare,
+            "rounds": args.rounds,
             "achieved_gflops": achieved,
             "matmul_gflops": peak,
             "train_flops_per_sample": flops_per_sample,

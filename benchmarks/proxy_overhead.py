@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from common import fixed_text_candidate, record
+from common import bare_mlm_loop, fixed_text_candidate, record
 
 from nas.models import get_family
 from nas.proxies.loop import run_proxy
@@ -26,26 +25,6 @@ ARCH = [
     "architecture.ffn_ratio=4",
     "architecture.activation=gelu",
 ]
-
-
-def bare_loop(model, train: torch.Tensor, steps: int, batch_size: int, vocab: int, lr: float) -> float:
-    """A plain loop anyone would write: random rows, 15% masking, AdamW, clipping. Returns samples/s."""
-    generator = torch.Generator().manual_seed(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    model.train()
-    start = time.perf_counter()
-    for _ in range(steps):
-        rows = train[torch.randint(0, train.shape[0], (batch_size,), generator=generator)]
-        labels = rows.clone()
-        chosen = (torch.rand(rows.shape, generator=generator) < 0.15) & (rows >= 5)
-        labels[~chosen] = -100
-        inputs = rows.masked_fill(chosen, 4)
-        loss = model(input_ids=inputs, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-    return steps * batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -72,7 +51,7 @@ def main() -> None:
         project.append(run_proxy(space, candidate, data, lambda metrics, model=None: None, seed=0)["throughput"])
         torch.manual_seed(0)
         model = family.build(candidate.architecture, space.data_shape)
-        bare.append(bare_loop(model, data.train, args.steps, args.batch_size, space.data.vocab_size, 1e-3))
+        bare.append(bare_mlm_loop(model, data.train, args.steps, args.batch_size, space.data.vocab_size, 1e-3))
     ratio = statistics.median(project) / statistics.median(bare)
     record(
         "proxy_overhead",
