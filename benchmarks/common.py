@@ -29,6 +29,7 @@ HEADLINES = {
     "suite_time": ("wall_s", "<= 240 s on 2 CPUs, all passing"),
     "search_efficiency": ("compute_ratio", "<= 0.33 (best method, median of seeds)"),
     "soak": ("lost", "lost = 0, rerun = 0, api_5xx = 0, memory growth < 10%"),
+    "vision_throughput": ("worst_ratio", ">= 0.95 each (vit-mae, cnn-contrastive; tiny and small median archs)"),
     "cli_startup": ("slowest_s", "help, validate, studies list (100 studies) each <= 0.5 s"),
 }
 
