@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import time
 
 import optuna
 import pytest
@@ -141,6 +143,32 @@ def test_kill_9_a_runner__a_second_runner_finishes_its_study(ray_cluster, sqlite
         assert lost
 
 
+def holds_no_write_lock(sqlite_url: str) -> bool:
+    """Whether another connection can take SQLite's one write lock within 2 s."""
+    connection = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=2)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
+
+
+def pause_outside_a_write(process, sqlite_url: str) -> None:
+    """SIGSTOP ``process`` at a moment it holds no write lock. A runner paused inside a write transaction keeps
+    SQLite's single write lock and so stops every writer: a different fault from a runner whose lease runs out
+    (the database a fleet of runners shares is PostgreSQL). If the stop lands inside one, let it finish and retry."""
+    for _ in range(20):
+        os.killpg(process.pid, signal.SIGSTOP)
+        if holds_no_write_lock(sqlite_url):
+            return
+        os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(0.3)
+    pytest.fail("the first runner held the write lock at each of 20 pauses")
+
+
 def test_a_paused_runner_loses_its_claim__the_runner_that_took_over_finishes_and_the_first_writes_nothing(
     ray_cluster, sqlite_url
 ):
@@ -163,9 +191,14 @@ def test_a_paused_runner_loses_its_claim__the_runner_that_took_over_finishes_and
             "one finished and one running trial",
             explain=lambda: worker_logs(first),
         )
-        os.killpg(first.pid, signal.SIGSTOP)  # alive but silent: its lease runs out while it holds the study
+        pause_outside_a_write(first, sqlite_url)  # alive but silent: its lease runs out while it holds the study
         second = start_worker(sqlite_url, "--lease", "3", "--heartbeat", "1", ray_address=address)
-        wait_for(lambda: studies(sqlite_url)["contested"].attempts == 2, 120, "the second runner's claim")
+        wait_for(
+            lambda: studies(sqlite_url)["contested"].attempts == 2,
+            120,
+            "the second runner's claim",
+            explain=lambda: worker_logs(first, second),
+        )
         os.killpg(first.pid, signal.SIGCONT)  # it wakes up holding a study that is no longer its own
         wait_for(
             lambda: "claimed by another runner" in worker_logs(first),
