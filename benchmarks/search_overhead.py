@@ -79,10 +79,11 @@ def breakdown(space) -> dict:
     from nas.proxies.metrics import inference_latency_ms, peak_memory_mb
     from nas.proxies.zero_cost import zero_cost_scores
 
-    def seconds(action) -> float:
+    def timed(action):
+        """(seconds, result) of one call."""
         start = time.perf_counter()
-        action()
-        return time.perf_counter() - start
+        result = action()
+        return time.perf_counter() - start, result
 
     ray_start = subprocess.run(
         [
@@ -106,18 +107,16 @@ def breakdown(space) -> dict:
         capture_output=True,
         text=True,
     ).stdout.split()
-    data_s = seconds(lambda: prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels))
-    data = prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels)
+    data_s, data = timed(lambda: prepare_data(space.data, TASKS.get(space.task).data_kind, space.data_shape.channels))
     candidate = space.sample_random(random.Random(0))
     device = torch.device("cpu")
-    build_s = seconds(lambda: initialise(space, candidate, data, 0, device))
-    model, proxy, validation = initialise(space, candidate, data, 0, device)
-    zero_cost_s = seconds(lambda: zero_cost_scores(model, proxy, validation[0]))
+    build_s, (model, proxy, validation) = timed(lambda: initialise(space, candidate, data, 0, device))
+    zero_cost_s, _ = timed(lambda: zero_cost_scores(model, proxy, validation[0]))
     example = proxy.example_input(space.proxy.latency_batch_size)
-    latency_s = seconds(lambda: inference_latency_ms(model, example))
-    memory_s = seconds(lambda: peak_memory_mb(device))
+    latency_s, _ = timed(lambda: inference_latency_ms(model, example))
+    memory_s, _ = timed(lambda: peak_memory_mb(device))
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint_s = seconds(lambda: save_weights(model, folder))
+        checkpoint_s, _ = timed(lambda: save_weights(model, folder))
     return {
         "ray_start_s": float(ray_start[0]),
         "ray_shutdown_s": float(ray_start[1]),

@@ -6,7 +6,7 @@ The median architecture is the sample with the median parameter count among 101 
 (seed 0): one rule for every space, conditional entries included. Both sides time only their training steps
 (drawing a batch, masking or augmenting it, forward, backward, clipping, AdamW); the project side reports that as
 ``throughput``. The bare contrastive loop calls the same batched augmentation (``random_view``: an affine crop
-through one ``grid_sample`` over the batch, jitter and noise as tensor operations) and writes NT-Xent inline.
+through one ``grid_sample`` over the batch, jitter and noise as tensor operations) and the same loss (``nt_xent``).
 
 Keys ``<space>_ratio`` (project / bare; for example ``vit_mae_tiny_ratio``), target >= 0.95 each (#11).
 """
@@ -19,7 +19,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from common import record
 
 from nas.catalog import TASKS
@@ -27,6 +26,7 @@ from nas.data.prepare import prepare_data
 from nas.models import get_family
 from nas.proxies.augment import random_view
 from nas.proxies.loop import run_proxy
+from nas.proxies.losses import nt_xent
 from nas.space import load_space
 from nas.space.shipped import spaces_dir
 
@@ -57,10 +57,7 @@ def bare_mae_step(model, images: torch.Tensor) -> torch.Tensor:
 def bare_contrastive_step(model, images: torch.Tensor, generator: torch.Generator, temperature: float) -> torch.Tensor:
     _, z1, _ = model(random_view(images, generator))
     _, z2, _ = model(random_view(images, generator))
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    logits = (z @ z.t() / temperature).fill_diagonal_(float("-inf"))
-    n = images.shape[0]
-    return F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]))
+    return nt_xent(z1, z2, temperature)
 
 
 def bare_loop(model, task: str, train: torch.Tensor, steps: int, hp: dict) -> float:

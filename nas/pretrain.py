@@ -32,7 +32,7 @@ from nas.models.base import get_family
 from nas.proxies.registry import get_proxy
 from nas.space import SpaceError, apply_overrides, parse_space
 from nas.space.sections import SEARCHABLE_HYPERPARAMETERS
-from nas.store.artifacts import STORAGE_URI_ENV, fetch_folder, filesystem_for, is_remote, storage_location
+from nas.store.artifacts import STORAGE_URI_ENV, fetch_folder, ray_storage, storage_location
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -157,10 +157,7 @@ class _RunLocation:
 
     def __init__(self, location: str, name: str):
         self.location, self.name = location, name
-        self.filesystem: pyarrow.fs.FileSystem | None = None
-        self.storage_path = location
-        if is_remote(location):
-            self.filesystem, self.storage_path = filesystem_for(location)
+        self.storage_path, self.filesystem = ray_storage(location)
 
     @classmethod
     def for_output(cls, out: Path, resume: bool) -> _RunLocation:

@@ -11,7 +11,6 @@ Ray workers.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -41,11 +40,15 @@ def is_remote(location: str) -> bool:
 
 def tune_storage(folder: str = "ray_results") -> tuple[str, pyarrow.fs.FileSystem | None]:
     """Ray's ``storage_path`` and ``storage_filesystem`` for experiments under ``folder`` of the storage."""
-    uri = storage_uri()
-    if not is_remote(uri):
-        return str(Path(uri.removeprefix("file://")).resolve() / folder), None
-    filesystem, path = filesystem_for(uri)
-    return f"{path.rstrip('/')}/{folder}", filesystem
+    return ray_storage(storage_location(folder))
+
+
+def ray_storage(location: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """``location`` as Ray's ``storage_path`` and ``storage_filesystem`` (None: a local or shared folder)."""
+    if not is_remote(location):
+        return location, None
+    filesystem, path = filesystem_for(location)
+    return path, filesystem
 
 
 def storage_location(*parts: str) -> str:
@@ -121,14 +124,9 @@ def publish_folder(folder: Path, location: str) -> str:
 
     Used for what another machine must read back: an export written to the storage, the study's tokenizer.
     """
-    if not is_remote(location):
-        target = Path(location.removeprefix("file://"))
-        if target.resolve() != Path(folder).resolve():
-            shutil.copytree(folder, target, dirs_exist_ok=True)
-        return location
     import pyarrow.fs
 
-    filesystem, path = filesystem_for(location)
+    filesystem, path = open_location(location)
     try:
         pyarrow.fs.copy_files(
             str(Path(folder).resolve()),

@@ -16,7 +16,11 @@ from nas.store.outage import call_with_retry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "services" / "migrations"
 VERSION_TABLE = "nas_alembic_version"  # Optuna's own Alembic uses the default "alembic_version"
-SCHEMA_HEAD = "0006"  # the newest migration in MIGRATIONS_DIR/versions (a test holds the two equal)
+# The newest migration, read from the file names (NNNN_what.py, NNNN its revision; a test holds this equal to
+# Alembic's head) so a short command can tell a current schema without importing Alembic.
+SCHEMA_HEAD = max(
+    (path.name.split("_", 1)[0] for path in (MIGRATIONS_DIR / "versions").glob("[0-9]*_*.py")), default=""
+)
 
 
 def normalise_url(url: str) -> str:
