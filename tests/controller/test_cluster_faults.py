@@ -206,7 +206,7 @@ def test_the_compose_topology_on_loopback__api_runner_ray_postgres_and_s3_run_a_
     with the compose file's settings, joined to the loopback Ray cluster, on PostgreSQL and the S3 server."""
     import httpx
 
-    from tests.services.conftest import free_port, stop_worker, wait_for
+    from tests.services.conftest import free_port, stop_worker, wait_for, worker_logs
     from tests.test_deploy_files import nas_environment
 
     corpus = tmp_path / "corpora" / "notes"
@@ -226,19 +226,19 @@ def test_the_compose_topology_on_loopback__api_runner_ray_postgres_and_s3_run_a_
     api = subprocess.Popen(
         [sys.executable, "-m", "nas", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-runner"],
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "api.log").open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     runner = subprocess.Popen(
         [sys.executable, "-m", "nas", "worker", "--poll", "0.5"],
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "runner.log").open("w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    runner.log_path = str(tmp_path / "none")  # type: ignore[attr-defined]  # stop_worker removes it if present
-    api.log_path = str(tmp_path / "none")  # type: ignore[attr-defined]
+    runner.log_path = str(tmp_path / "runner.log")  # type: ignore[attr-defined]  # what worker_logs shows
+    api.log_path = str(tmp_path / "api.log")  # type: ignore[attr-defined]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         wait_for(lambda: _answers(client, "/healthz"), 60, "the API to start")
@@ -266,6 +266,7 @@ def test_the_compose_topology_on_loopback__api_runner_ray_postgres_and_s3_run_a_
             lambda: client.get(f"/api/v1/studies/{study}").json()["status"] in ("succeeded", "failed"),
             240,
             "the study to end",
+            explain=lambda: f"{client.get(f'/api/v1/studies/{study}').text}\n{worker_logs(api, runner)}",
         )
         detail = client.get(f"/api/v1/studies/{study}").json()
         assert detail["status"] == "succeeded", detail
