@@ -89,8 +89,53 @@ def upgrade(url: str) -> None:
 
     Optuna's come first because a migration indexes one of them (0003, remade by 0005 and 0006).
     """
-    optuna_storage(url)
-    call_with_retry(lambda: _upgrade_service_tables(url), "upgrading the schema")
+    call_with_retry(lambda: _upgrade_under_lock(url), "upgrading the schema")
+
+
+def _upgrade_under_lock(url: str) -> None:
+    with schema_lock(url):
+        optuna_storage(url)
+        _upgrade_service_tables(url)
+
+
+# Any constant shared by every nas process: pg_advisory_lock's key for "the schema is being upgraded".
+SCHEMA_LOCK_KEY = 0x55_4E_41_53_5C_E3_A0_01
+
+
+@contextmanager
+def schema_lock(url: str) -> Iterator[None]:
+    """One schema upgrade at a time per database. The API and a runner started together on a new database (as
+    docker-compose does) both created Alembic's version table, and the second died on a duplicate key; Optuna's
+    ``create_all`` races the same way. PostgreSQL: a session advisory lock on a connection of its own. SQLite (one
+    machine): an exclusive ``flock`` on a file beside the database. An in-memory database needs none."""
+    url = normalise_url(url)
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        with get_engine(url).connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            connection.commit()  # the lock belongs to the session, not to this transaction
+            try:
+                yield
+            finally:
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                    connection.commit()
+                except Exception:  # the database went away: close the session for real, which ends its lock
+                    connection.invalidate()
+        return
+    database = get_engine(url).url.database if url.startswith("sqlite") else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.schema-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_service_schema(url: str) -> None:
