@@ -1,21 +1,26 @@
-"""REST API latency under load: 50 concurrent clients for 30 s against one study holding 10,000 trials.
+"""REST API cost and latency: server CPU per request against /healthz's, one client alone on every read endpoint,
+50 concurrent clients for 30 s; one study holding 100,000 trials; and optuna-dashboard beside it on the same data.
 
 A fresh PostgreSQL database gets one succeeded ``text-mlm-tiny`` study whose Optuna study holds ``--trials``
 trials (mostly COMPLETE, some PRUNED, a few FAIL; the parameters, distributions and user attributes a real
 search writes). They are written directly, not searched: the first ``--add-trials`` through Optuna's own
-``Study.add_trials`` (timed, as a check of the rate) and the rest with bulk INSERTs of the same rows; Optuna
-then reads every trial back as a check. The real service (``create_app`` under uvicorn, ``--workers`` processes,
-2 by default: one per core) runs in processes of its own on a free loopback port; a closed-loop asyncio + httpx
-load generator in this process rotates each client among ``GET /studies/{id}``, ``/studies/{id}/trials?limit=50``
-and ``/studies/{id}/best`` with a bearer token. Every request's latency is kept; a non-2xx answer or an
-exception is an error.
+``Study.add_trials`` (timed, as a check of the rate) and the rest with bulk INSERTs of the same rows. The real
+service (``create_app`` under uvicorn, ``--workers`` processes, 2 by default: one per core) runs in processes of
+its own on a free loopback port; a closed-loop asyncio + httpx load generator in this process rotates each client
+among ``GET /studies/{id}``, ``/studies/{id}/trials?limit=50`` and ``/studies/{id}/best`` with a bearer token.
+Every request's latency is kept; a non-2xx answer or an exception is an error.
 
-Headline: ``p99_ms`` over all requests, target < 50 ms with 0 errors. Server, load generator and PostgreSQL
-share the machine's cores; their CPU per request is recorded (``*_cpu_ms_per_request``, seconds in ``cpu_s``). In a closed
-loop, latency and throughput are tied by Little's law (mean latency = clients / rps), which is also recorded.
-Then, for context, one client alone (``solo``: each endpoint's service time without queueing) and the same
-clients on ``/healthz`` (``healthz``: no auth, one query: the framework's own ceiling on this machine).
-The database is dropped at the end, whatever happens.
+Headline: ``cpu_ratio_to_healthz``, the server's CPU per request of that mix over its CPU per request of
+``GET /healthz`` (no auth, one query: the framework's own floor) under the same clients in the same run; target
+<= 2. Beside it: ``solo_worst_p99_ms``, the worst p99 of one client alone on each read endpoint (``solo``: the
+study list, a study, pages of trials by number, by value and the last page, the best trials, the spaces; target
+< 50 ms at 100,000 trials), and ``errors`` under the 50 clients (target 0). Server, load generator and PostgreSQL
+share the machine's cores; their CPU per request is recorded (``*_cpu_ms_per_request``, seconds in ``cpu_s``). In a
+closed loop, latency and throughput are tied by Little's law (mean latency = clients / rps), also recorded.
+
+``dashboard_peer``: what a user would otherwise open, optuna-dashboard (``optuna-dashboard URL``, its own server)
+on the same database; one client on its study endpoint ``/api/studies/{id}`` (every trial of the study, as its page
+loads them), with its p50 and server CPU per request. The database is dropped at the end, whatever happens.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring")
-    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--trials", type=int, default=100_000)
     parser.add_argument(
         "--add-trials",
         type=int,
@@ -60,9 +65,14 @@ def main() -> None:
         default=2,
         help="server processes (2, one per core: 66-75 requests/s against 43 with 1 on the 2-core machine)",
     )
-    parser.add_argument("--solo", type=float, default=5.0, help="seconds of one client alone afterwards (0: skip)")
     parser.add_argument(
-        "--floor", type=float, default=5.0, help="seconds of GET /healthz under the same clients (0: skip)"
+        "--solo", type=float, default=20.0, help="seconds of one client alone on every read endpoint (0: skip)"
+    )
+    parser.add_argument(
+        "--peer", type=float, default=30.0, help="seconds of one client on optuna-dashboard's study endpoint (0: skip)"
+    )
+    parser.add_argument(
+        "--floor", type=float, default=10.0, help="seconds of GET /healthz under the same clients (0: skip)"
     )
     parser.add_argument(
         "--postgres",
@@ -87,7 +97,6 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     try:
         study_id, seeding = seed(url, args.trials, args.add_trials)
-        contrast = optuna_contrast(url)
         from services.auth import create_token
 
         token = create_token(url, "bench")
@@ -101,6 +110,8 @@ def main() -> None:
                 f"warning: the machine is {busy:.0%} busy before the load starts; the numbers will show it", flush=True
             )
         load = asyncio.run(run_load(base, token, study_id, args, [p.pid for p in servers]))
+        stop_server(servers)
+        peer = dashboard_peer(url, args.trials, args.peer) if args.peer > 0 else {}
     finally:
         stop_server(servers)
         from nas.store.db import get_engine, normalise_url
@@ -109,7 +120,7 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    payload = {key: load[key] for key in HEADLINE_KEYS}
+    payload = {key: load.get(key) for key in HEADLINE_KEYS}
     payload.update(
         {
             "clients": args.clients,
@@ -117,8 +128,6 @@ def main() -> None:
             "trials": args.trials,
             "server_workers": args.workers,
             "seeding_s": seeding["seeding_s"],
-            "optuna_best_trial_s": contrast["optuna_best_trial_s"],
-            "optuna_get_trials_s": contrast["optuna_get_trials_s"],
             "marks_index": index,
             "machine_busy_before": busy,
         }
@@ -131,7 +140,7 @@ def main() -> None:
             "solo": load.get("solo", {}),
             "healthz": load.get("healthz", {}),
             "seeding": seeding,
-            "optuna": contrast,
+            "dashboard_peer": peer,
         }
     )
     if args.no_record:
@@ -320,6 +329,7 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     from nas.store.models import utcnow
     from services.api.crud import create_study
     from services.api.schemas import StudyCreate
+    from services.auth import Principal
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     began = time.perf_counter()
@@ -328,7 +338,7 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     space = load_space(spaces_dir() / "text-mlm-tiny.yaml", overrides)
     with session_scope(url) as session:
         row = create_study(
-            session, StudyCreate(space="text-mlm-tiny", name="api-load", overrides=overrides), space, "bench"
+            session, StudyCreate(space="text-mlm-tiny", name="api-load", overrides=overrides), space, Principal("bench")
         )
         row.status, row.attempts, row.started_at, row.finished_at = "succeeded", 1, utcnow(), utcnow()
         study_id, name = row.id, row.name
@@ -367,24 +377,68 @@ def seed(url: str, count: int, via_optuna: int) -> tuple[int, dict]:
     }
 
 
-def optuna_contrast(url: str) -> dict:
-    """What reading the study through Optuna costs: ``load_study().best_trial`` and every trial (``get_trials``)."""
-    import optuna
+def dashboard_peer(url: str, trials: int, seconds: float) -> dict:
+    """optuna-dashboard's own server on the same database: its first answer for the study (every trial, as its page
+    first loads them), then what its page polls every few seconds (``?after=N``, the trials past those it has),
+    one client at a time, with the server's CPU per request. For contrast: it is not our API's payload."""
+    import httpx
+    from optuna.storages._rdb.models import StudyModel
+    from sqlalchemy import select
 
-    from nas.store.db import optuna_storage
+    from nas.store.db import session_scope
 
-    t0 = time.perf_counter()
-    best = optuna.load_study(study_name="api-load", storage=optuna_storage(url)).best_trial
-    best_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    trials = optuna.load_study(study_name="api-load", storage=optuna_storage(url)).get_trials(deepcopy=False)
-    all_s = time.perf_counter() - t0
+    with session_scope(url) as session:
+        optuna_id = session.scalar(select(StudyModel.study_id).where(StudyModel.study_name == "api-load"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dashboard = Path(sys.executable).with_name("optuna-dashboard")
+    process = subprocess.Popen(
+        [str(dashboard), url, "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base, study_path = f"http://127.0.0.1:{port}", f"/api/studies/{optuna_id}"
+    try:
+        with httpx.Client(base_url=base, timeout=600) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if client.get("/api/meta").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("optuna-dashboard did not answer /api/meta within 120 s")
+                time.sleep(0.2)
+            cpu0, t0 = _cpu_seconds(process.pid), time.perf_counter()
+            first = client.get(study_path).raise_for_status()
+            first_s, first_cpu = time.perf_counter() - t0, _cpu_seconds(process.pid) - cpu0
+            assert len(first.json()["trials"]) == trials, "optuna-dashboard did not list every trial"
+            latencies, cpu0, stop_at = [], _cpu_seconds(process.pid), time.monotonic() + seconds
+            while time.monotonic() < stop_at or len(latencies) < 3:
+                t0 = time.perf_counter()
+                client.get(study_path, params={"after": trials}).raise_for_status()
+                latencies.append(time.perf_counter() - t0)
+            poll_cpu = _cpu_seconds(process.pid) - cpu0
+    finally:
+        stop_server([process])
+    result = {
+        "first_ms": first_s * 1e3,
+        "first_cpu_ms": first_cpu * 1e3,
+        "first_bytes": len(first.content),
+        "poll_p50_ms": _percentile(latencies, 50) * 1e3,
+        "poll_p99_ms": _percentile(latencies, 99) * 1e3,
+        "poll_requests": len(latencies),
+        "poll_cpu_ms_per_request": poll_cpu / len(latencies) * 1e3,
+    }
     print(
-        f"optuna: load_study().best_trial {best_s * 1e3:.0f} ms (trial {best.number}), "
-        f"get_trials() of {len(trials)} {all_s:.2f} s",
+        f"optuna-dashboard: first load of the study {result['first_ms']:.0f} ms ({result['first_bytes'] / 1e6:.1f} MB), "
+        f"polls p50 {result['poll_p50_ms']:.1f} ms, {result['poll_cpu_ms_per_request']:.1f} ms CPU each",
         flush=True,
     )
-    return {"optuna_best_trial_s": best_s, "optuna_get_trials_s": all_s, "optuna_best_number": best.number}
+    return result
 
 
 # --- server --------------------------------------------------------------------------------------------
@@ -667,6 +721,9 @@ async def drive(
 
 ENDPOINTS = ("study", "trials", "best")
 HEADLINE_KEYS = (
+    "cpu_ratio_to_healthz",
+    "solo_worst_p99_ms",
+    "solo_worst_endpoint",
     "p50_ms",
     "p99_ms",
     "rps",
@@ -711,13 +768,26 @@ async def run_load(base: str, token: str, study_id: int, args, server_pids: list
         flush=True,
     )
     result = {**main, "littles_law_mean_ms": args.clients / main["rps"] * 1e3 if main["rps"] else float("nan")}
-    if args.solo > 0:  # one client at a time: each endpoint's own service time, no queueing
-        solo = await drive(base, token, paths, 1, 1.0, args.solo, server_pids)
+    if args.solo > 0:  # one client at a time on every read endpoint: its own service time, no queueing
+        every_read = {
+            **paths,
+            "studies": "/api/v1/studies",
+            "trials_by_value": f"/api/v1/studies/{study_id}/trials?limit=50&sort=value",
+            "trials_last_page": f"/api/v1/studies/{study_id}/trials?limit=50&offset={max(0, args.trials - 50)}",
+            "spaces": "/api/v1/spaces",
+        }
+        solo = await drive(base, token, every_read, 1, 1.0, args.solo, server_pids)
+        worst = max(every_read, key=lambda e: solo[f"{e}_p99_ms"])
         print(
-            f"solo (1 client): p50 {solo['p50_ms']:.1f} ms, p99 {solo['p99_ms']:.1f} ms, {solo['rps']:.0f}/s",
+            f"solo (1 client): p50 {solo['p50_ms']:.1f} ms, p99 {solo['p99_ms']:.1f} ms, {solo['rps']:.0f}/s; "
+            f"worst endpoint {worst}: p99 {solo[f'{worst}_p99_ms']:.1f} ms",
             flush=True,
         )
-        result["solo"] = {**{k: solo[k] for k in SUMMARY_KEYS}, **{f"{e}_p50_ms": solo[f"{e}_p50_ms"] for e in paths}}
+        result["solo"] = {
+            **{k: solo[k] for k in SUMMARY_KEYS},
+            **{f"{e}_{q}_ms": solo[f"{e}_{q}_ms"] for e in every_read for q in ("p50", "p99")},
+        }
+        result["solo_worst_p99_ms"], result["solo_worst_endpoint"] = solo[f"{worst}_p99_ms"], worst
     if args.floor > 0:  # the same clients on the cheapest route (no auth, one query): the framework's own ceiling
         floor = await drive(base, token, {"healthz": "/healthz"}, args.clients, 1.0, args.floor, server_pids)
         print(
@@ -726,6 +796,7 @@ async def run_load(base: str, token: str, study_id: int, args, server_pids: list
             flush=True,
         )
         result["healthz"] = {k: floor[k] for k in SUMMARY_KEYS}
+        result["cpu_ratio_to_healthz"] = main["server_cpu_ms_per_request"] / floor["server_cpu_ms_per_request"]
     return result
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from nas.space import SpaceError, list_shipped_spaces, load_space, load_space_text
+from nas.space import SpaceError, list_shipped_spaces, load_space_text
 from services.api import crud
 from services.api.deps import PrincipalDep, SettingsDep
 from services.api.schemas import (
@@ -26,7 +26,7 @@ def list_spaces(principal: PrincipalDep) -> SpacesPublic:
     summaries = []
     for path in list_shipped_spaces():
         try:
-            summaries.append(crud.summary(load_space(path)))
+            summaries.append(crud.shipped_summary(path))
         except SpaceError:
             continue  # a broken file on disk is not the caller's problem; `nas spaces list` shows it
     return SpacesPublic(data=summaries, count=len(summaries))
@@ -36,8 +36,7 @@ def list_spaces(principal: PrincipalDep) -> SpacesPublic:
 def get_space(name: str, principal: PrincipalDep) -> SpacePublic:
     for path in list_shipped_spaces():
         if path.stem == name:
-            space = load_space(path)
-            return SpacePublic(**crud.summary(space).model_dump(), yaml=path.read_text())
+            return SpacePublic(**crud.shipped_summary(path).model_dump(), yaml=path.read_text())
     raise HTTPException(status_code=404, detail=f"no shipped space named {name!r}")
 
 

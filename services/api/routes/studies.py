@@ -89,7 +89,7 @@ def list_studies(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> StudiesPublic:
     rows, total = crud.list_studies(session, principal, status, min(limit, settings.max_page_size), offset)
-    return StudiesPublic(data=[crud.study_public(session, row) for row in rows], count=total)
+    return StudiesPublic(data=crud.study_publics(session, rows), count=total)
 
 
 @router.get("/{study_id}", response_model=StudyPublic, responses=NOT_FOUND)
@@ -110,11 +110,11 @@ def list_trials(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> TrialsPublic:
     row = _study_or_404(session, principal, study_id)
-    optuna_id = queries.optuna_study_id(session, row.name)
-    if optuna_id is None:
+    study = queries.optuna_study(session, row.name)
+    if study is None:
         return TrialsPublic(data=[], count=0)
     trials, total = queries.trials_page(
-        session, optuna_id, list(state or []), sort, order == "desc", min(limit, settings.max_page_size), offset
+        session, study.id, list(state or []), sort, order == "desc", min(limit, settings.max_page_size), offset
     )
     return TrialsPublic(data=trials, count=total)
 
