@@ -69,10 +69,15 @@ def _session_factory(url: str) -> sessionmaker:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
+def new_session(url: str) -> Session:
+    """A session of its own (no I/O yet: it takes a pooled connection at its first query); the caller ends it."""
+    return _session_factory(url)()
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
-    session = _session_factory(url)()
+    session = new_session(url)
     try:
         yield session
         session.commit()

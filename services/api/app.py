@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, mount_dashboard: bool = True) -
     )
     app.state.settings = settings
     app.state.latency = health.LatencyHistogram()
-    app.middleware("http")(health.timed(app.state.latency))
+    app.add_middleware(health.RequestTimer, histogram=app.state.latency)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
 
     app.include_router(studies.router, prefix=API_PREFIX)

@@ -2,30 +2,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from nas.store.db import session_scope
-from services.auth import Principal, resolve_token
+from nas.store.db import new_session
+from services.auth import Principal, known_principal, resolve_token
 from services.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="a token from `nas tokens create --name NAME`")
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies are ``async def`` where they do no I/O: FastAPI runs a plain ``def`` dependency in its thread
+# pool, a hand-off each (three per request here, on every route), and the route itself is one more.
+
+
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    with session_scope(settings.database_url) as session:
+async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
+    """A session per request; it takes its connection at its first query, in the route's thread. Ending it (a
+    commit, or a rollback on any error) is database I/O, so that runs in the thread pool."""
+    session = new_session(settings.database_url)
+    try:
         yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, False)
+        raise
+    await run_in_threadpool(_end, session, True)
+
+
+def _end(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
 
 
 # scope="function": the session commits when the route returns, before the response is sent. FastAPI's default
@@ -34,12 +56,13 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(
+async def get_principal(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
-    principal = resolve_token(
-        settings.database_url, credentials.credentials if credentials else None, settings.admin_token
-    )
+    token = credentials.credentials if credentials else None
+    principal = known_principal(settings.database_url, token, settings.admin_token) if token else None
+    if principal is None:  # not seen in the last few seconds: the database decides
+        principal = await run_in_threadpool(resolve_token, settings.database_url, token, settings.admin_token)
     if principal is None:
         raise HTTPException(
             status_code=401,

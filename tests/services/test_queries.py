@@ -87,6 +87,12 @@ def test_counts_best_and_pages_match_optuna(url):
     assert "ray_trial_id" not in page[1].metrics and page[1].metrics["val_loss"] == 2.0
 
 
+def page_record(url: str, found: queries.OptunaStudy, number: int):
+    with session_scope(url) as session:
+        page, _ = queries.trials_page(session, found.id, [], "number", False, 1, number)
+    return page[0]
+
+
 def best_now(url: str, found: queries.OptunaStudy) -> list:
     with session_scope(url) as session:
         return queries.best_trials(session, found, queries.study_totals(session, [found.id])[found.id])
@@ -175,7 +181,10 @@ def test_counts_follow_each_change_from_the_ledger_without_counting_again(url):
     made = queries._LEDGERS.lookup((str(optuna_storage(url).engine.url), found.id)).counted_at
     running, marked_later = study.ask(), study.ask()
     assert counted().by_state["RUNNING"] == 2
+    assert page_record(url, found, running.number).state == "RUNNING"
     study.tell(running, 0.25)  # finishes in place: COMPLETE, and the new best
+    told = page_record(url, found, running.number)  # a running trial's record was not kept: read afresh
+    assert told.state == "COMPLETE" and told.values == [0.25] and page_record(url, found, running.number) == told
     study._storage.set_trial_user_attr(marked_later._trial_id, "lost", True)  # marked while running, then told FAIL
     study.tell(marked_later, state=TrialState.FAIL)
     study.add_trial(trial(TrialState.PRUNED, infeasible="flops"))

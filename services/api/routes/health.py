@@ -8,6 +8,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request, Response
 from optuna.storages._rdb.models import TrialModel
 from sqlalchemy import func, select, text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nas.controller.cluster import gcs_unreachable
 from nas.store.models import Runner, Study, utcnow
@@ -106,14 +107,20 @@ class LatencyHistogram:
         return lines
 
 
-def timed(histogram: LatencyHistogram):
-    """ASGI-level middleware function recording each request's latency under its route template."""
+class RequestTimer:
+    """ASGI middleware recording each request's latency under its route template. A plain ASGI wrapper: Starlette's
+    ``BaseHTTPMiddleware`` (``app.middleware("http")``) costs a task group and a memory stream per request."""
 
-    async def middleware(request: Request, call_next):
+    def __init__(self, app: ASGIApp, histogram: LatencyHistogram):
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        histogram.observe(request.method, getattr(route, "path", "unmatched"), time.perf_counter() - start)
-        return response
-
-    return middleware
+        try:
+            await self.app(scope, receive, send)
+        finally:  # the router wrote the matched route into this same scope
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.observe(scope["method"], route, time.perf_counter() - start)
