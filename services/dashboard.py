@@ -44,6 +44,7 @@ SERVER_SEGMENTS = frozenset(
 # Every optuna-dashboard route that names a study puts its id right after one of these prefixes (see its _app.py
 # and artifact/_backend.py); the id is captured as the next path segment, exactly as Bottle's router would see it.
 STUDY_ID_ROUTE = re.compile(r"^/(?:api/studies|api/artifacts|artifacts|csv)/(?P<id>[^/]+)(?:/|$)")
+ARTIFACT_PREFIXES = ("/api/artifacts/", "/artifacts/")  # study routes that serve a file, not the study's trials
 STUDY_ID = re.compile(r"-?[0-9]{1,18}")  # what Bottle's int filter accepts, bounded so the database never overflows
 NON_NEGATIVE_INT = re.compile(r"[0-9]{1,18}")
 COOKIE_SAFE = re.compile(r"[A-Za-z0-9._~+/=-]{1,4096}")  # a token that can sit in a cookie unquoted
@@ -78,14 +79,16 @@ def build_dashboard_app(
     database_url: str,
     authenticate: Callable[[str | None], Principal | None],
     visible_study_names: Callable[[Principal], set[str] | None],
+    max_trials: int | None = None,
 ) -> ASGIApp:
-    """The ASGI app to mount at ``/dashboard``, over the Optuna studies stored at ``database_url``."""
+    """The ASGI app to mount at ``/dashboard``, over the Optuna studies stored at ``database_url``; studies of more
+    than ``max_trials`` trials are refused (optuna-dashboard reads every trial of the study it shows)."""
     import optuna_dashboard
 
     from nas.store.db import optuna_storage
 
     storage = optuna_storage(database_url)
-    return DashboardApp(optuna_dashboard.wsgi(storage), storage, authenticate, visible_study_names)
+    return DashboardApp(optuna_dashboard.wsgi(storage), storage, authenticate, visible_study_names, max_trials)
 
 
 class DashboardApp:
@@ -98,11 +101,13 @@ class DashboardApp:
         storage: Any,
         authenticate: Callable[[str | None], Principal | None],
         visible_study_names: Callable[[Principal], set[str] | None],
+        max_trials: int | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
         self.storage = storage
         self.authenticate = authenticate
         self.visible_study_names = visible_study_names
+        self.max_trials = max_trials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -149,7 +154,11 @@ class DashboardApp:
             shim = (SHIM_TEMPLATE % json.dumps(root)).encode()
             headers = [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "no-cache")]
             return finish(Reply(200, headers, shim), environ)
-        refusal = self.check_study_access(path, principal) or check_query(path, environ["QUERY_STRING"])
+        refusal = (
+            self.check_study_access(path, principal)
+            or self.check_study_size(path)
+            or check_query(path, environ["QUERY_STRING"])
+        )
         if refusal is not None:
             return refusal
         is_page = is_page_path(path)
@@ -183,6 +192,24 @@ class DashboardApp:
             303,
             [("Location", f"{root}/"), ("Set-Cookie", cookie), ("Cache-Control", "no-store"), ("Content-Length", "0")],
             b"",
+        )
+
+    def check_study_size(self, path: str) -> Reply | None:
+        """422 for a study past ``max_trials`` on the routes that load all its trials (all that name a study but
+        its artifacts). Runs after check_study_access, so the id is a visible study's."""
+        match = STUDY_ID_ROUTE.match(path)
+        if self.max_trials is None or match is None or path.startswith(ARTIFACT_PREFIXES):
+            return None
+        trials = self.storage.get_n_trials(int(match.group("id")))
+        if trials <= self.max_trials:
+            return None
+        return json_reply(
+            422,
+            {
+                "detail": f"this study has {trials} trials, over the {self.max_trials} the dashboard is allowed to load "
+                "(NAS_DASHBOARD_MAX_TRIALS; it reads every trial into the API's memory); read it through the REST API "
+                "instead: GET /api/v1/studies, then the study's /trials (paged, by number or by value) and /best"
+            },
         )
 
     def check_study_access(self, path: str, principal: Principal) -> Reply | None:

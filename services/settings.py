@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 256 * 1024
     max_trials: int = 10_000  # the largest trial budget one study may ask for
     max_page_size: int = 500
+    # optuna-dashboard loads every trial of a study it shows, in the API's process: at 100,000 trials 120 s of CPU and
+    # gigabytes (benchmarks/api_load.py). Larger studies are refused there, with the REST API named instead.
+    dashboard_max_trials: int = 20_000
     runner_lease_s: float = 30.0
     runner_heartbeat_s: float = 5.0
     # Folders whose files a study submitted over REST may read, separated by os.pathsep (NAS_DATA_ROOTS); empty:

@@ -167,5 +167,6 @@ def _mount_dashboard(app: FastAPI, settings: Settings) -> None:
             settings.database_url,
             lambda token: resolve_token(settings.database_url, token, settings.admin_token),
             visible_study_names,
+            settings.dashboard_max_trials,
         ),
     )

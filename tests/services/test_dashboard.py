@@ -15,7 +15,8 @@ import pytest
 from services.auth import Principal
 
 TOKENS = {"tok-alice": Principal("alice"), "tok-bob": Principal("bob"), "tok-admin": Principal("admin", is_admin=True)}
-OWNED = {"alice": {"alice-one", "alice-two"}, "bob": {"bob-one"}}
+OWNED = {"alice": {"alice-one", "alice-two", "alice-big"}, "bob": {"bob-one"}}
+MAX_TRIALS = 2  # the mount's limit here; "-big" studies get one trial more
 ALL_STUDIES = set().union(*OWNED.values())
 
 
@@ -31,11 +32,11 @@ class Dashboard:
 
 
 def make_studies(storage_url: str) -> dict[str, int]:
-    """Real Optuna studies with a couple of told trials each; name -> study id."""
+    """Real Optuna studies with a couple of told trials each (one more in a "-big" one); name -> study id."""
     ids = {}
     for name in sorted(ALL_STUDIES):
         study = optuna.create_study(storage=storage_url, study_name=name)
-        for value in (1.0, 0.5):
+        for value in (1.0, 0.5, 0.25)[: MAX_TRIALS + name.endswith("-big")]:
             trial = study.ask()
             trial.suggest_float("x", 0.0, 1.0)
             study.tell(trial, value)
@@ -51,7 +52,9 @@ def make_app(storage_url: str):
     app = FastAPI()
     app.mount(
         "/dashboard",
-        build_dashboard_app(storage_url, TOKENS.get, lambda p: None if p.is_admin else OWNED.get(p.name, set())),
+        build_dashboard_app(
+            storage_url, TOKENS.get, lambda p: None if p.is_admin else OWNED.get(p.name, set()), MAX_TRIALS
+        ),
     )
     return app
 
@@ -219,3 +222,15 @@ def test_dashboard_page_loads_under_the_mount(dashboard):
         assert int(shim.headers["content-length"]) == len(shim.content)
         bundle = alice.head("/dashboard/static/bundle.js")
         assert bundle.status_code == 200 and "javascript" in bundle.headers["content-type"]
+
+
+def test_a_study_past_the_trial_limit_is_refused_with_the_rest_api_named(dashboard):
+    """optuna-dashboard loads every trial of a study it shows, in the API's process; past the limit it is not asked."""
+    big, small = dashboard.study_ids["alice-big"], dashboard.study_ids["alice-one"]
+    with dashboard.client("tok-alice") as alice, dashboard.client("tok-bob") as bob:
+        for path in (f"/dashboard/api/studies/{big}", f"/dashboard/csv/{big}", f"/dashboard/api/studies/{big}/plot/x"):
+            detail = assert_json_error(alice.get(path), 422)["detail"]
+            assert f"has {MAX_TRIALS + 1} trials, over the {MAX_TRIALS}" in detail and "/api/v1/studies" in detail
+        assert alice.get(f"/dashboard/api/studies/{small}").status_code == 200
+        assert "alice-big" in listed(alice)  # still listed: only loading it is refused
+        assert_json_error(bob.get(f"/dashboard/api/studies/{big}"), 404)  # another owner's: not found, not its size
