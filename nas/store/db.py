@@ -74,18 +74,27 @@ def new_session(url: str) -> Session:
     return _session_factory(url)()
 
 
+def end_session(session: Session, commit: bool) -> None:
+    """Commit (or roll back), then close: how every session of ours ends."""
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error."""
     session = new_session(url)
     try:
         yield session
-        session.commit()
     except BaseException:
-        session.rollback()
+        end_session(session, commit=False)
         raise
-    finally:
-        session.close()
+    end_session(session, commit=True)
 
 
 def upgrade(url: str) -> None:

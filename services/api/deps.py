@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from nas.store.db import new_session
+from nas.store.db import end_session, new_session
 from services.auth import Principal, known_principal, resolve_token
 from services.settings import Settings
 
@@ -35,19 +35,9 @@ async def get_session(settings: SettingsDep) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_end, session, False)
+        await run_in_threadpool(end_session, session, False)
         raise
-    await run_in_threadpool(_end, session, True)
-
-
-def _end(session: Session, commit: bool) -> None:
-    try:
-        if commit:
-            session.commit()
-        else:
-            session.rollback()
-    finally:
-        session.close()
+    await run_in_threadpool(end_session, session, True)
 
 
 # scope="function": the session commits when the route returns, before the response is sent. FastAPI's default

@@ -283,17 +283,18 @@ def _counted(study_ids: list[int], rows: Sequence[Row], now: float) -> dict[int,
 
 
 def _refreshed(ledgers: dict[int, _Ledger], rows: Sequence[Row]) -> dict[int, _Ledger]:
+    changed: dict[int, list[tuple[int, TrialState]]] = defaultdict(list)
     marks: dict[int, list[str]] = defaultdict(list)
-    for kind, _, _, key, _, trial_id in rows:
+    for kind, study_id, state, key, _, trial_id in rows:
         if kind == _MARK:
             marks[trial_id].append(key)
+        else:
+            changed[study_id].append((trial_id, state))
     result = {}
     for study_id, ledger in ledgers.items():
         finished_counts, marked, open_trials = dict(ledger.finished), dict(ledger.marked), dict(ledger.open)
         watermark, complete_max = ledger.watermark, ledger.complete_max_id
-        for kind, row_study, state, _, _, trial_id in rows:
-            if kind != _ROW or row_study != study_id:
-                continue
+        for trial_id, state in changed.get(study_id, ()):
             if trial_id <= watermark and trial_id not in open_trials:
                 continue  # finished before the last read: counted already
             watermark = max(watermark, trial_id)
@@ -318,9 +319,9 @@ def trial_counts(session: Session, study_id: int | None, budget: int) -> TrialCo
 
 # --- best trials ---------------------------------------------------------------------------------------------
 
-# Kept per (database, study, COMPLETE stamp, duplicates): checking costs the aggregate the counts read anyway,
-# where the answer joins every COMPLETE trial's value and sorts (~8 ms for 10,000; a Pareto front loads them all)
-# and then loads the trials' records.
+# Kept per (database, study, COMPLETE stamp, duplicates), all from the study's totals (its ledger): the answer
+# joins every COMPLETE trial's value and sorts (~8 ms for 10,000; a Pareto front loads them all) and then loads
+# the trials' records.
 _BEST = _Bounded(256)
 
 
@@ -395,10 +396,9 @@ def trials_page(
     descending: bool,
     limit: int,
     offset: int,
-    totals: Totals | None = None,
 ) -> tuple[list[TrialPublic], int]:
     """One page of the study's trials, and how many there are in ``states`` (all when empty)."""
-    totals = totals or study_totals(session, [study_id])[study_id]
+    totals = study_totals(session, [study_id])[study_id]
     total = sum(count for state, count in totals.by_state.items() if not states or state in states)
     where = [TRIAL.study_id == study_id]
     if states:
